@@ -1,0 +1,304 @@
+//! Wiring: a [`Config`] becomes a running proxy and admin listener; reload and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use http::HeaderName;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::credentials::cache::TokenCache;
+use crate::credentials::jwt::{ClaimRules, JwtVerifier};
+use crate::credentials::keys::{self, KeySource};
+use crate::credentials::{Authenticator, unix_now};
+use crate::listener::{self, ListenerOptions, TlsSettings};
+use crate::routes::{self, RouteTable};
+use crate::service::{Gateway, GatewaySettings};
+use crate::telemetry::Metrics;
+use crate::upstream::{IdentityHeaderNames, Upstream, UpstreamSpec};
+use crate::{admin, tls};
+
+/// A config that cannot start, with every reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct StartError(pub Vec<String>);
+
+impl StartError {
+    fn one(message: impl ToString) -> StartError {
+        StartError(vec![message.to_string()])
+    }
+}
+
+/// Everything built from a config, before any socket is bound.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    gateway: Arc<Gateway>,
+    tls: Option<TlsSettings>,
+    metrics: Arc<Metrics>,
+}
+
+impl App {
+    /// Loads keys, certificates and route files; any error stops here, at load time.
+    pub fn build(config: Config) -> Result<App, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|(name, u)| {
+                let url = u
+                    .url
+                    .parse()
+                    .map_err(|e| StartError::one(format!("upstreams.{name}.url: {e}")))?;
+                Upstream::new(&UpstreamSpec {
+                    name: name.clone(),
+                    url,
+                    connect_timeout: u.connect_timeout,
+                    response_timeout: u.response_timeout,
+                    pool_idle_timeout: u.pool_idle_timeout,
+                    pool_max_idle: u.pool_max_idle,
+                })
+                .map_err(StartError::one)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let names: Vec<String> = config.upstreams.keys().cloned().collect();
+        let table = compile_routes(&config, &names)?;
+        if !names.iter().any(|n| n == "default")
+            && table.routes().iter().any(|r| r.upstream.is_none())
+        {
+            return Err(StartError::one(
+                "upstreams: some routes name no upstream, so an upstream called `default` is needed",
+            ));
+        }
+        let verifier = JwtVerifier::new(load_keys(&config)?, claim_rules(&config));
+        let auth = Authenticator::new(
+            verifier,
+            TokenCache::new(
+                config.cache.max_entries,
+                config.cache.max_ttl.as_secs().max(1),
+            ),
+            metrics.clone(),
+        );
+        let settings = GatewaySettings {
+            realm: config.realm.clone(),
+            max_request_body: config.limits.max_request_body_bytes,
+            identity_headers: identity_header_names(&config)?,
+            access_log: config.log.access,
+        };
+        let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(ArcSwap::new(
+                tls::server_config(cert, key).map_err(StartError::one)?,
+            ))),
+            _ => None,
+        };
+        metrics.config_reloads.with_label_values(&["success"]).inc();
+        metrics.config_last_reload_success.set(unix_now() as f64);
+        let gateway = Arc::new(Gateway::new(
+            table,
+            auth,
+            upstreams,
+            metrics.clone(),
+            settings,
+        ));
+        Ok(App {
+            config,
+            gateway,
+            tls,
+            metrics,
+        })
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Starts serving on already-bound listeners (tests bind port 0).
+    pub fn start(
+        self,
+        proxy: TcpListener,
+        admin_listener: TcpListener,
+    ) -> Result<Running, StartError> {
+        let proxy_addr = proxy.local_addr().map_err(StartError::one)?;
+        let admin_addr = admin_listener.local_addr().map_err(StartError::one)?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(true));
+        let options = ListenerOptions {
+            tls: self.tls.clone(),
+            handshake_timeout: self.config.listen.handshake_timeout,
+            limits: self.config.limits.clone(),
+        };
+        let proxy_task = tokio::spawn(listener::serve(
+            proxy,
+            self.gateway.clone(),
+            options,
+            shutdown_rx.clone(),
+        ));
+        let admin_task = tokio::spawn(admin::serve(
+            admin_listener,
+            self.metrics.clone(),
+            ready.clone(),
+            shutdown_rx,
+        ));
+        Ok(Running {
+            app: self,
+            proxy_addr,
+            admin_addr,
+            shutdown: shutdown_tx,
+            ready,
+            tasks: vec![proxy_task, admin_task],
+        })
+    }
+
+    /// Binds the configured addresses and starts.
+    pub async fn bind_and_start(self) -> Result<Running, StartError> {
+        let proxy = bind(self.config.listen.address).await?;
+        let admin_listener = bind(self.config.admin.address).await?;
+        self.start(proxy, admin_listener)
+    }
+
+    /// Re-reads route files and certificates. A file that fails leaves what is running as it
+    /// was; the result is counted and logged.
+    pub fn reload(&self) -> Result<(), StartError> {
+        let result = self.try_reload();
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
+        match &result {
+            Ok(()) => {
+                self.metrics
+                    .config_last_reload_success
+                    .set(unix_now() as f64);
+                tracing::info!(
+                    generation = self.gateway.table().generation(),
+                    "configuration reloaded"
+                );
+            }
+            Err(e) => {
+                tracing::error!(errors = %e, "reload failed; keeping the running configuration")
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), StartError> {
+        let table = compile_routes(&self.config, &self.gateway.upstream_names())?;
+        let tls = match (&self.config.listen.tls_cert, &self.config.listen.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::server_config(cert, key).map_err(StartError::one)?)
+            }
+            _ => None,
+        };
+        // Only swap once everything loaded.
+        self.gateway.replace_table(table);
+        if let (Some(current), Some(new)) = (&self.tls, tls) {
+            current.store(new);
+        }
+        Ok(())
+    }
+}
+
+/// A started proxy.
+#[derive(Debug)]
+pub struct Running {
+    app: App,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    ready: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn reload(&self) -> Result<(), StartError> {
+        self.app.reload()
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.app.gateway
+    }
+
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.app.gateway.table()
+    }
+
+    /// Stops accepting, reports not ready, and drains connections (bounded by the drain time).
+    pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::Release);
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| StartError::one(format!("cannot listen on {address}: {e}")))
+}
+
+fn compile_routes(config: &Config, upstreams: &[String]) -> Result<RouteTable, StartError> {
+    routes::compile_paths(&config.routes.paths, Some(upstreams))
+        .map_err(|errors| StartError(errors.iter().map(ToString::to_string).collect()))
+}
+
+fn load_keys(config: &Config) -> Result<Vec<keys::VerifyKey>, StartError> {
+    let mut all = Vec::new();
+    for (i, k) in config.jwt.keys.iter().enumerate() {
+        let origin = format!("jwt.keys[{i}]");
+        let algorithms = keys::parse_algorithms(&k.algorithms, &origin).map_err(StartError::one)?;
+        let source = if let Some(path) = &k.pem {
+            KeySource::Pem {
+                path: path.clone(),
+                kid: k.kid.clone(),
+            }
+        } else if let Some(path) = &k.jwks_file {
+            KeySource::JwksFile { path: path.clone() }
+        } else if let Some(path) = &k.hmac_secret_file {
+            KeySource::HmacSecretFile {
+                path: path.clone(),
+                kid: k.kid.clone(),
+            }
+        } else {
+            return Err(StartError::one(format!("{origin}: no key source")));
+        };
+        all.extend(keys::load(&source, &algorithms).map_err(StartError::one)?);
+    }
+    Ok(all)
+}
+
+fn claim_rules(config: &Config) -> ClaimRules {
+    ClaimRules {
+        issuer: config.jwt.issuer.clone(),
+        audiences: config.jwt.audiences.clone(),
+        leeway: config.jwt.leeway.as_secs(),
+    }
+}
+
+fn identity_header_names(config: &Config) -> Result<IdentityHeaderNames, StartError> {
+    let c = &config.forwarding.identity_headers;
+    let mut names = IdentityHeaderNames::default();
+    for (configured, slot, key) in [
+        (&c.subject, &mut names.subject, "subject"),
+        (&c.client, &mut names.client, "client"),
+        (&c.scopes, &mut names.scopes, "scopes"),
+        (&c.token_kind, &mut names.token_kind, "token_kind"),
+        (&c.role, &mut names.role, "role"),
+        (&c.route, &mut names.route, "route"),
+    ] {
+        if let Some(name) = configured {
+            *slot = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                StartError::one(format!(
+                    "forwarding.identity_headers.{key}: `{name}` is not a header name"
+                ))
+            })?;
+        }
+    }
+    Ok(names)
+}

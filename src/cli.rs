@@ -1,0 +1,270 @@
+//! The command line: `demo`, `serve`, `routes check`, `token mint`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{App, Running};
+use crate::config::{Config, LogFormat};
+use crate::demo::{self, DemoOptions};
+use crate::mint::{self, Signer};
+use crate::routes;
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scopegate",
+    version,
+    about = "Scope- and role-enforcing reverse proxy for commerce APIs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Proxy + echo upstream + dev TLS and keys + every preset in routes/; prints curl lines.
+    Demo(DemoArgs),
+    /// Production mode.
+    Serve(ServeArgs),
+    /// Route-file tools.
+    #[command(subcommand)]
+    Routes(RoutesCommand),
+    /// Token tools.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+struct RuntimeArgs {
+    /// Worker threads (default: one per CPU).
+    #[arg(long, env = "SCOPEGATE_WORKERS")]
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: SocketAddr,
+    /// Directory of route files to load.
+    #[arg(long, default_value = "routes")]
+    routes: PathBuf,
+    /// Where dev material lives (created if absent).
+    #[arg(long, default_value = "certs/dev")]
+    certs: PathBuf,
+    /// JSON log lines.
+    #[arg(long)]
+    json_logs: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[arg(long)]
+    config: PathBuf,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum RoutesCommand {
+    /// Validates route files (default: routes/); errors name file and line; exit 1 on any error.
+    Check { paths: Vec<PathBuf> },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Signs a test token and prints it.
+    Mint(MintArgs),
+}
+
+#[derive(Debug, Args)]
+struct MintArgs {
+    /// Sign with the demo key (certs/dev/signing.pem, kid demo); fills iss, aud, exp.
+    #[arg(long, conflicts_with_all = ["key", "alg", "kid"])]
+    demo: bool,
+    /// Directory of the demo material.
+    #[arg(long, default_value = "certs/dev")]
+    certs: PathBuf,
+    /// Private key (PEM) or HMAC secret file.
+    #[arg(long, required_unless_present = "demo")]
+    key: Option<PathBuf>,
+    #[arg(long, default_value = "RS256")]
+    alg: Option<String>,
+    #[arg(long)]
+    kid: Option<String>,
+    /// Claims as a JSON object; `null` values are left out.
+    #[arg(long)]
+    claims: String,
+    /// Lifetime for a filled-in `exp` (demo), e.g. 1h.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(args) => {
+            telemetry::init_logging(args.json_logs, "info");
+            let options = DemoOptions {
+                listen: args.listen,
+                admin_listen: args.admin_listen,
+                routes: args.routes,
+                certs: args.certs,
+            };
+            run_async(args.runtime.workers, async move {
+                let (running, lines) = demo::start(&options).await?;
+                println!(
+                    "scopegate demo: proxy https://{} (HTTP/1.1 and HTTP/2), admin http://{}/metrics",
+                    running.proxy_addr, running.admin_addr
+                );
+                println!("Paste any of these (tokens valid 24h):{lines}");
+                println!("\nCtrl-C stops; SIGHUP reloads routes/ and certificates.");
+                wait_for_signals(running).await;
+                Ok(())
+            })
+        }
+        Command::Serve(args) => {
+            let config = match Config::load(&args.config) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            telemetry::init_logging(config.log.format == LogFormat::Json, &config.log.level);
+            run_async(args.runtime.workers, async move {
+                let running = App::build(config)?.bind_and_start().await?;
+                tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "scopegate serving");
+                wait_for_signals(running).await;
+                Ok(())
+            })
+        }
+        Command::Routes(RoutesCommand::Check { paths }) => routes_check(paths),
+        Command::Token(TokenCommand::Mint(args)) => match mint_token(args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Exit code 64 (EX_USAGE) for a config that cannot be used.
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(64)
+}
+
+fn run_async(workers: Option<usize>, main: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => config_error(format!("{e:#}")),
+    }
+}
+
+/// Serves until SIGINT/SIGTERM (then drains); SIGHUP reloads.
+async fn wait_for_signals(running: Running) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        let _ = tokio::signal::ctrl_c().await;
+        running.shutdown().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => { let _ = running.reload(); }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("shutting down; draining connections");
+    running.shutdown().await;
+}
+
+fn routes_check(paths: Vec<PathBuf>) -> ExitCode {
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("routes")]
+    } else {
+        paths
+    };
+    let sources = match routes::load_paths(&paths) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match routes::compile(&sources, None) {
+        Ok(table) => {
+            for preset in table.presets() {
+                let count = table
+                    .routes()
+                    .iter()
+                    .filter(|r| table.preset(r.preset).name == preset.name)
+                    .count();
+                println!(
+                    "{}: ok ({} routes, {} scopes)",
+                    preset.file,
+                    count,
+                    preset.vocabulary.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s)", errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mint_token(args: MintArgs) -> anyhow::Result<String> {
+    let claims: serde_json::Value = serde_json::from_str(&args.claims)
+        .map_err(|e| anyhow::anyhow!("--claims is not JSON: {e}"))?;
+    if args.demo {
+        let material = demo::material::ensure(&args.certs)?;
+        let signer = Signer::demo(&material.signing_key)?;
+        return Ok(signer.sign(&mint::with_demo_defaults(claims, args.ttl.as_secs())?)?);
+    }
+    let alg: jsonwebtoken::Algorithm = args
+        .alg
+        .as_deref()
+        .unwrap_or("RS256")
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--alg: unknown algorithm"))?;
+    let key = args
+        .key
+        .ok_or_else(|| anyhow::anyhow!("--key is required without --demo"))?;
+    let signer = Signer::from_file(&key, alg, args.kid)?;
+    let serde_json::Value::Object(map) = claims else {
+        anyhow::bail!("--claims must be a JSON object");
+    };
+    Ok(signer.sign(&map)?)
+}

@@ -1,0 +1,404 @@
+//! The serve config (`scopegate serve --config FILE`): TOML read into typed settings, unknown
+//! keys refused, relative paths resolved against the config file's directory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    pub routes: RoutesConfig,
+    /// Named upstreams; `default` serves routes that name none.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub jwt: JwtConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub forwarding: ForwardingConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// `realm` of `WWW-Authenticate` challenges.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub address: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, TLS is terminated here. Without both, plaintext
+    /// (behind a TLS-terminating load balancer).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin")]
+    pub address: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            address: default_admin(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesConfig {
+    /// Route files, or directories of `*.toml` route files.
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http://host:port` with an optional base path.
+    pub url: String,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    #[serde(default = "default_pool_idle", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub issuer: Option<String>,
+    /// Accepted audiences; the token's `aud` must hold one. Empty: not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    pub keys: Vec<KeyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Public key in PEM form (RSA, EC or Ed25519).
+    pub pem: Option<PathBuf>,
+    /// JWKS document on disk.
+    pub jwks_file: Option<PathBuf>,
+    /// HMAC secret (raw bytes, at least 32).
+    pub hmac_secret_file: Option<PathBuf>,
+    /// `kid` for a PEM or HMAC key (JWKS keys carry their own).
+    pub kid: Option<String>,
+    /// Algorithms this key may verify (pinned; `none` does not exist).
+    pub algorithms: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Most verified tokens held; 0 turns the cache off.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+    /// Longest a verified token is trusted without re-verification.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub max_ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: default_cache_entries(),
+            max_ttl: default_cache_ttl(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default = "default_max_body")]
+    pub max_request_body_bytes: usize,
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_h2_streams")]
+    pub h2_max_concurrent_streams: u32,
+    #[serde(default = "default_h2_header_list")]
+    pub h2_max_header_list_bytes: u32,
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub shutdown_drain: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_request_body_bytes: default_max_body(),
+            max_headers: default_max_headers(),
+            header_read_timeout: default_header_read_timeout(),
+            max_connections: default_max_connections(),
+            h2_max_concurrent_streams: default_h2_streams(),
+            h2_max_header_list_bytes: default_h2_header_list(),
+            shutdown_drain: default_drain(),
+        }
+    }
+}
+
+/// Identity header names (`[forwarding.identity_headers]`); any header beginning with
+/// `x-scopegate-` and each configured name is stripped from client requests.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingConfig {
+    #[serde(default)]
+    pub identity_headers: IdentityHeadersConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeadersConfig {
+    pub subject: Option<String>,
+    pub client: Option<String>,
+    pub scopes: Option<String>,
+    pub token_kind: Option<String>,
+    pub role: Option<String>,
+    pub route: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info` or `scopegate=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// One line per decision on target `scopegate::access`.
+    #[serde(default = "default_true")]
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: default_log_format(),
+            level: default_log_level(),
+            access: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A config file that could not be used; the message names the file and the key or line.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads, parses and resolves relative paths against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let mut config = Config::parse(&text).map_err(|message| ConfigError {
+            file: file.clone(),
+            message,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses config text; errors carry the line.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+            match line {
+                Some(l) => format!("line {l}: {}", e.message().trim()),
+                None => e.message().trim().to_owned(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.listen.tls_cert.is_some() != self.listen.tls_key.is_some() {
+            return Err(
+                "listen: give both `tls_cert` and `tls_key`, or neither for plaintext".into(),
+            );
+        }
+        if self.upstreams.is_empty() {
+            return Err("upstreams: at least one upstream is needed (name it `default`)".into());
+        }
+        if self.jwt.keys.is_empty() {
+            return Err("jwt.keys: at least one verification key is needed".into());
+        }
+        for (i, k) in self.jwt.keys.iter().enumerate() {
+            let sources = [
+                k.pem.is_some(),
+                k.jwks_file.is_some(),
+                k.hmac_secret_file.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                return Err(format!(
+                    "jwt.keys[{i}]: give exactly one of `pem`, `jwks_file`, `hmac_secret_file`"
+                ));
+            }
+            if k.jwks_file.is_some() && k.kid.is_some() {
+                return Err(format!("jwt.keys[{i}]: `kid` comes from the JWKS itself"));
+            }
+        }
+        if self.routes.paths.is_empty() {
+            return Err("routes.paths: list at least one route file or directory".into());
+        }
+        if self.realm.contains('"') || self.realm.contains('\\') {
+            return Err("realm: must not contain quotes or backslashes".into());
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.listen.tls_cert.iter_mut().for_each(fix);
+        self.listen.tls_key.iter_mut().for_each(fix);
+        self.routes.paths.iter_mut().for_each(fix);
+        for k in &mut self.jwt.keys {
+            k.pem.iter_mut().for_each(fix);
+            k.jwks_file.iter_mut().for_each(fix);
+            k.hmac_secret_file.iter_mut().for_each(fix);
+        }
+    }
+}
+
+fn default_realm() -> String {
+    "scopegate".into()
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_response_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_pool_idle() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_pool_max_idle() -> usize {
+    256
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_cache_entries() -> usize {
+    100_000
+}
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_body() -> usize {
+    10 * 1024 * 1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_h2_streams() -> u32 {
+    128
+}
+fn default_h2_header_list() -> u32 {
+    64 * 1024
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Text
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[listen]
+address = "127.0.0.1:8443"
+[routes]
+paths = ["routes"]
+[upstreams.default]
+url = "http://127.0.0.1:8080"
+[jwt]
+[[jwt.keys]]
+jwks_file = "jwks.json"
+algorithms = ["RS256"]
+"#;
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.cache.max_entries, 100_000);
+        assert_eq!(c.admin.address.port(), 9090);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line() {
+        let text = MINIMAL.replace("[routes]", "[routes]\npathz = []");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.starts_with("line 5:"), "{err}");
+        assert!(err.contains("pathz"), "{err}");
+    }
+
+    #[test]
+    fn half_a_tls_pair_is_refused() {
+        let text = MINIMAL.replace("[listen]", "[listen]\ntls_cert = \"c.pem\"");
+        assert!(Config::parse(&text).unwrap_err().contains("tls_key"));
+    }
+}

@@ -1,0 +1,241 @@
+//! Bearer JWT verification: key by `kid` and pinned algorithm, signature, then strictly typed
+//! claims (`exp` required, `nbf`, `iss`, `aud`) checked by scopegate itself.
+
+use jsonwebtoken::errors::ErrorKind;
+use serde::Deserialize;
+
+use super::keys::VerifyKey;
+use super::{Identity, TokenError};
+
+/// Claim checks that apply to every key.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimRules {
+    pub issuer: Option<String>,
+    /// The token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway: u64,
+}
+
+/// Verifies bearer JWTs against a fixed key set.
+#[derive(Debug)]
+pub struct JwtVerifier {
+    keys: Vec<VerifyKey>,
+    rules: ClaimRules,
+}
+
+impl JwtVerifier {
+    pub fn new(keys: Vec<VerifyKey>, rules: ClaimRules) -> JwtVerifier {
+        JwtVerifier { keys, rules }
+    }
+
+    pub fn keys(&self) -> &[VerifyKey] {
+        &self.keys
+    }
+
+    /// Verifies `token` at unix time `now` and returns who it speaks for.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Identity, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::Json(_) if header_alg_is_none(token) => TokenError::UnsupportedAlgorithm,
+            _ => TokenError::Malformed,
+        })?;
+        let mut saw_kid = false;
+        let mut saw_alg = false;
+        let mut last = TokenError::UnknownKey;
+        let candidates = self.keys.iter().filter(|k| match &header.kid {
+            Some(want) => k.kid.as_deref() == Some(want.as_str()),
+            None => true,
+        });
+        for key in candidates {
+            saw_kid = true;
+            if !key.algorithms.contains(&header.alg) {
+                continue;
+            }
+            saw_alg = true;
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation) {
+                Ok(data) => return self.check(data.claims, now),
+                Err(e) => {
+                    last = match e.kind() {
+                        ErrorKind::InvalidSignature => TokenError::BadSignature,
+                        ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => {
+                            TokenError::BadClaims
+                        }
+                        ErrorKind::InvalidAlgorithm | ErrorKind::UnsupportedAlgorithm => {
+                            TokenError::UnsupportedAlgorithm
+                        }
+                        _ => TokenError::Malformed,
+                    };
+                    // Only a bad signature is worth trying the next key for.
+                    if last != TokenError::BadSignature {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(match (saw_kid, saw_alg) {
+            (false, _) => TokenError::UnknownKey,
+            (true, false) => TokenError::UnsupportedAlgorithm,
+            (true, true) => last,
+        })
+    }
+
+    fn check(&self, c: Claims, now: u64) -> Result<Identity, TokenError> {
+        let leeway = self.rules.leeway;
+        let exp = c.exp.map(|d| d.0);
+        match exp {
+            None => return Err(TokenError::MissingExpiry),
+            Some(exp) if exp.saturating_add(leeway) <= now => return Err(TokenError::Expired),
+            Some(_) => {}
+        }
+        if let Some(nbf) = c.nbf
+            && nbf.0 > now.saturating_add(leeway)
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        if let Some(want) = &self.rules.issuer
+            && c.iss.as_deref() != Some(want.as_str())
+        {
+            return Err(TokenError::WrongIssuer);
+        }
+        if !self.rules.audiences.is_empty() {
+            let held = c.aud.as_ref().map(OneOrMany::as_slice).unwrap_or_default();
+            if !held.iter().any(|a| self.rules.audiences.contains(a)) {
+                return Err(TokenError::WrongAudience);
+            }
+        }
+        let mut scopes: Vec<Box<str>> = Vec::new();
+        if let Some(s) = &c.scope {
+            scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(Into::into));
+        }
+        if let Some(scp) = &c.scp {
+            for s in scp.as_slice() {
+                scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(Into::into));
+            }
+        }
+        scopes.sort();
+        scopes.dedup();
+        let mut roles: Vec<Box<str>> = c
+            .roles
+            .unwrap_or_default()
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        if let Some(r) = c.role {
+            roles.push(r.into());
+        }
+        roles.sort();
+        roles.dedup();
+        Ok(Identity::new(
+            c.sub.map(Into::into),
+            c.client_id.or(c.azp).map(Into::into),
+            c.token_type.map(Into::into),
+            roles.into(),
+            scopes.into(),
+            c.store_id.map(|s| s.0.into()),
+            exp,
+        ))
+    }
+}
+
+/// `{"alg":"none"}` fails to parse as a header; tell it apart from garbage for the log.
+fn header_alg_is_none(token: &str) -> bool {
+    use base64::Engine;
+    let Some(head) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v.get("alg")
+                .and_then(|a| a.as_str())
+                .map(|a| a.eq_ignore_ascii_case("none"))
+        })
+        .unwrap_or(false)
+}
+
+/// The claims scopegate reads. Wrong JSON types are errors, not absences.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    iss: Option<String>,
+    aud: Option<OneOrMany>,
+    exp: Option<NumericDate>,
+    nbf: Option<NumericDate>,
+    scope: Option<String>,
+    scp: Option<OneOrMany>,
+    roles: Option<Vec<String>>,
+    role: Option<String>,
+    token_type: Option<String>,
+    client_id: Option<String>,
+    azp: Option<String>,
+    store_id: Option<StringOrNumber>,
+}
+
+/// A JSON string or an array of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// RFC 7519 NumericDate: a JSON number of seconds (fractions truncated); strings are rejected.
+#[derive(Debug)]
+struct NumericDate(u64);
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = NumericDate;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a NumericDate (JSON number of seconds)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<NumericDate, E> {
+                Ok(NumericDate(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<NumericDate, E> {
+                u64::try_from(v)
+                    .map(NumericDate)
+                    .map_err(|_| E::custom("negative NumericDate"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<NumericDate, E> {
+                if v.is_finite() && v >= 0.0 && v < u64::MAX as f64 {
+                    Ok(NumericDate(v as u64))
+                } else {
+                    Err(E::custom("NumericDate out of range"))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A tenant id may be a JSON string or number.
+#[derive(Debug)]
+struct StringOrNumber(String);
+
+impl<'de> Deserialize<'de> for StringOrNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(StringOrNumber(s)),
+            serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => {
+                Ok(StringOrNumber(n.to_string()))
+            }
+            _ => Err(serde::de::Error::custom(
+                "store_id must be a string or an integer",
+            )),
+        }
+    }
+}

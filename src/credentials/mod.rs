@@ -1,0 +1,269 @@
+//! Credentials: find the bearer token in the request, verify it once, and cache who it speaks for.
+
+pub mod cache;
+pub mod jwt;
+pub mod keys;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use http::{HeaderMap, HeaderValue, header};
+
+use crate::routes::RouteTable;
+use crate::scopes::ScopeSet;
+use crate::telemetry::Metrics;
+use cache::{TokenCache, hash_token};
+use jwt::JwtVerifier;
+
+/// Who a verified token speaks for. Built once per token and shared from the cache.
+#[derive(Debug)]
+pub struct Identity {
+    pub subject: Option<Box<str>>,
+    pub client: Option<Box<str>>,
+    pub token_kind: Option<Box<str>>,
+    pub roles: Box<[Box<str>]>,
+    pub scopes: Box<[Box<str>]>,
+    pub tenant: Option<Box<str>>,
+    /// `exp`, unix seconds.
+    pub expires_at: Option<u64>,
+    /// Identity headers for the upstream, built once.
+    pub headers: IdentityHeaders,
+    /// Scopes resolved against one route table, so a cached token is resolved once per reload.
+    resolved: ArcSwapOption<Resolved>,
+}
+
+#[derive(Debug)]
+struct Resolved {
+    generation: u64,
+    per_preset: Box<[ScopeSet]>,
+}
+
+/// Header values describing an identity to the upstream.
+#[derive(Debug, Default)]
+pub struct IdentityHeaders {
+    pub subject: Option<HeaderValue>,
+    pub client: Option<HeaderValue>,
+    pub scopes: Option<HeaderValue>,
+    pub token_kind: Option<HeaderValue>,
+    pub roles: Option<HeaderValue>,
+}
+
+impl Identity {
+    pub fn new(
+        subject: Option<Box<str>>,
+        client: Option<Box<str>>,
+        token_kind: Option<Box<str>>,
+        roles: Box<[Box<str>]>,
+        scopes: Box<[Box<str>]>,
+        tenant: Option<Box<str>>,
+        expires_at: Option<u64>,
+    ) -> Identity {
+        let join = |xs: &[Box<str>], sep: &str| {
+            (!xs.is_empty())
+                .then(|| header_text(&xs.iter().map(|x| &**x).collect::<Vec<_>>().join(sep)))
+        };
+        let headers = IdentityHeaders {
+            subject: subject.as_deref().map(header_text),
+            client: client.as_deref().map(header_text),
+            scopes: join(&scopes, " "),
+            token_kind: token_kind.as_deref().map(header_text),
+            roles: join(&roles, ","),
+        };
+        Identity {
+            subject,
+            client,
+            token_kind,
+            roles,
+            scopes,
+            tenant,
+            expires_at,
+            headers,
+            resolved: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The scopes this identity holds in `preset`'s vocabulary, implication applied.
+    /// Computed once per route table and memoised.
+    pub fn scopes_in(&self, table: &RouteTable, preset: u16) -> ScopeSet {
+        if let Some(r) = &*self.resolved.load()
+            && r.generation == table.generation()
+        {
+            return r.per_preset[usize::from(preset)];
+        }
+        let per_preset: Box<[ScopeSet]> = table
+            .presets()
+            .iter()
+            .map(|p| p.vocabulary.grant(self.scopes.iter().map(|s| &**s)))
+            .collect();
+        let set = per_preset[usize::from(preset)];
+        self.resolved.store(Some(Arc::new(Resolved {
+            generation: table.generation(),
+            per_preset,
+        })));
+        set
+    }
+}
+
+/// A claim value as a header value: visible ASCII kept, anything else percent-encoded.
+pub fn header_text(s: &str) -> HeaderValue {
+    if let Ok(v) = HeaderValue::from_str(s)
+        && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return v;
+    }
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Why a presented token was refused (401 `invalid_token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("token algorithm is not allowed for this key")]
+    UnsupportedAlgorithm,
+    #[error("no configured key matches the token")]
+    UnknownKey,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("token claims have the wrong type")]
+    BadClaims,
+    #[error("token has no expiry")]
+    MissingExpiry,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token issuer is not accepted")]
+    WrongIssuer,
+    #[error("token audience is not accepted")]
+    WrongAudience,
+    #[error("bearer token is empty")]
+    Empty,
+}
+
+impl TokenError {
+    /// Stable machine-readable reason for logs and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "token_malformed",
+            TokenError::UnsupportedAlgorithm => "token_algorithm",
+            TokenError::UnknownKey => "token_unknown_key",
+            TokenError::BadSignature => "token_bad_signature",
+            TokenError::BadClaims => "token_bad_claims",
+            TokenError::MissingExpiry => "token_no_expiry",
+            TokenError::Expired => "token_expired",
+            TokenError::NotYetValid => "token_not_yet_valid",
+            TokenError::WrongIssuer => "token_wrong_issuer",
+            TokenError::WrongAudience => "token_wrong_audience",
+            TokenError::Empty => "token_empty",
+        }
+    }
+}
+
+/// Why a request has no usable credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No bearer credentials at all (401 without an error code).
+    Missing,
+    /// More than one `Authorization` header (400).
+    Ambiguous,
+    /// Credentials presented but refused (401 `invalid_token`).
+    Invalid(TokenError),
+}
+
+/// Finds, verifies and caches bearer credentials.
+#[derive(Debug)]
+pub struct Authenticator {
+    verifier: JwtVerifier,
+    cache: TokenCache,
+    metrics: Arc<Metrics>,
+}
+
+impl Authenticator {
+    pub fn new(verifier: JwtVerifier, cache: TokenCache, metrics: Arc<Metrics>) -> Authenticator {
+        Authenticator {
+            verifier,
+            cache,
+            metrics,
+        }
+    }
+
+    pub fn verifier(&self) -> &JwtVerifier {
+        &self.verifier
+    }
+
+    /// The identity behind the request's bearer token: from the cache, or verified and cached.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthError> {
+        let token = bearer_token(headers)?;
+        let now = unix_now();
+        let key = hash_token(token);
+        if let Some(identity) = self.cache.get(&key, now) {
+            self.metrics.token_cache_hits.inc();
+            return Ok(identity);
+        }
+        self.metrics.token_cache_misses.inc();
+        let result = self.verifier.verify(token, now);
+        let label = match &result {
+            Ok(_) => "valid",
+            Err(e) => e.reason(),
+        };
+        self.metrics
+            .token_verifications
+            .with_label_values(&[label])
+            .inc();
+        let identity = Arc::new(result.map_err(AuthError::Invalid)?);
+        self.cache.insert(key, identity.clone(), now);
+        self.metrics
+            .token_cache_entries
+            .set(self.cache.len() as i64);
+        Ok(identity)
+    }
+}
+
+/// The token of the one `Authorization: Bearer` header.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(AuthError::Missing);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::Ambiguous);
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Invalid(TokenError::Malformed))?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme carries no bearer credentials.
+        return Err(AuthError::Missing);
+    }
+    let token = rest.trim_matches(' ');
+    if token.is_empty() {
+        return Err(AuthError::Invalid(TokenError::Empty));
+    }
+    if !token.bytes().all(is_token68) {
+        return Err(AuthError::Invalid(TokenError::Malformed));
+    }
+    Ok(token)
+}
+
+/// RFC 6750 `b64token` characters.
+fn is_token68(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,27 @@
+//! scopegate: a reverse proxy that lets a request through only when its credentials hold the
+//! scopes and roles the matched endpoint requires.
+//!
+//! The data path, in module order: [`listener`] (TCP, TLS) -> [`service`] (one request, top to
+//! bottom) -> [`path`] (normalisation) -> [`routes`] (compiled table) -> [`credentials`]
+//! (bearer token, verified once, cached) -> [`policy`] (the decision) -> [`upstream`]
+//! (forwarding) -> [`telemetry`] (metrics, access log). [`refusal`] turns every non-upstream
+//! outcome into a response. [`config`], [`app`] and [`cli`] wire it up; [`demo`] and [`mint`]
+//! are the developer tools.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod demo;
+pub mod listener;
+pub mod mint;
+pub mod path;
+pub mod policy;
+pub mod refusal;
+pub mod routes;
+pub mod scopes;
+pub mod service;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,267 @@
+//! Request-target normalisation: one canonical path, used both to decide and to forward.
+//!
+//! Per class (README "Path handling"):
+//! - percent-encoded unreserved characters (`%41`, `%7E`) are decoded; other escapes are kept,
+//!   upper-cased (`%2a` -> `%2A`);
+//! - repeated slashes are collapsed (`//v2///orders` -> `/v2/orders`);
+//! - refused with 400: encoded `/` or `\`, a raw `\`, dot segments (`.`/`..`, also as `%2E`),
+//!   `;` path parameters, NUL and other control bytes (raw or encoded), malformed escapes,
+//!   escapes that do not decode to valid UTF-8 (overlong forms included), anything that does not
+//!   start with `/`, and a `#` fragment.
+
+use std::borrow::Cow;
+
+/// Why a request target was refused. Each is a 400 and is never forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("request target must be an absolute path")]
+    NotAbsolute,
+    #[error("encoded '/' or '\\' in path")]
+    EncodedSeparator,
+    #[error("backslash in path")]
+    Backslash,
+    #[error("dot segment in path")]
+    DotSegment,
+    #[error("';' path parameter")]
+    PathParameter,
+    #[error("control character in path")]
+    ControlCharacter,
+    #[error("malformed percent-encoding in path")]
+    BadPercentEncoding,
+    #[error("percent-encoding does not decode to valid UTF-8")]
+    InvalidUtf8,
+    #[error("fragment in request target")]
+    Fragment,
+}
+
+impl PathError {
+    /// Stable machine-readable reason for logs and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "path_not_absolute",
+            PathError::EncodedSeparator => "path_encoded_separator",
+            PathError::Backslash => "path_backslash",
+            PathError::DotSegment => "path_dot_segment",
+            PathError::PathParameter => "path_parameter",
+            PathError::ControlCharacter => "path_control_character",
+            PathError::BadPercentEncoding => "path_bad_percent_encoding",
+            PathError::InvalidUtf8 => "path_invalid_utf8",
+            PathError::Fragment => "path_fragment",
+        }
+    }
+}
+
+/// Returns the canonical form of `path`, borrowing it when it is already canonical.
+pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if is_canonical(bytes) {
+        return Ok(Cow::Borrowed(path));
+    }
+    rebuild(bytes).map(Cow::Owned)
+}
+
+/// Fast path: plain segments with no escapes, no empty segments and no dot segments.
+fn is_canonical(bytes: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for &b in bytes {
+        match b {
+            b'%' | b'\\' | b';' | b'#' => return false,
+            b if !(0x20..0x7f).contains(&b) => return false,
+            b'/' if prev == b'/' => return false,
+            _ => {}
+        }
+        prev = b;
+    }
+    !bytes
+        .split(|b| *b == b'/')
+        .any(|seg| seg == b"." || seg == b"..")
+}
+
+fn rebuild(bytes: &[u8]) -> Result<String, PathError> {
+    let mut out = String::with_capacity(bytes.len());
+    // Decoded bytes of non-ASCII escapes, checked as UTF-8 per run.
+    let mut run: Vec<u8> = Vec::new();
+    for raw in bytes.split(|b| *b == b'/').skip(1) {
+        if raw.is_empty() {
+            continue; // repeated or trailing slash; trailing is restored below
+        }
+        let mut segment = String::with_capacity(raw.len());
+        let mut decoded_len = 0usize;
+        let mut only_dots = true;
+        let mut i = 0;
+        while i < raw.len() {
+            let b = raw[i];
+            let (value, escaped) = match b {
+                b'%' => {
+                    let hi = raw.get(i + 1).and_then(|c| hex(*c));
+                    let lo = raw.get(i + 2).and_then(|c| hex(*c));
+                    match (hi, lo) {
+                        (Some(hi), Some(lo)) => {
+                            i += 3;
+                            (hi << 4 | lo, true)
+                        }
+                        _ => return Err(PathError::BadPercentEncoding),
+                    }
+                }
+                _ => {
+                    i += 1;
+                    (b, false)
+                }
+            };
+            match value {
+                b'/' if escaped => return Err(PathError::EncodedSeparator),
+                b'\\' if escaped => return Err(PathError::EncodedSeparator),
+                b'\\' => return Err(PathError::Backslash),
+                b';' if !escaped => return Err(PathError::PathParameter),
+                b'#' if !escaped => return Err(PathError::Fragment),
+                v if v < 0x20 || v == 0x7f => return Err(PathError::ControlCharacter),
+                v if v >= 0x80 => {
+                    if !escaped {
+                        return Err(PathError::InvalidUtf8);
+                    }
+                    run.push(v);
+                    push_escape(&mut segment, v);
+                    only_dots = false;
+                    decoded_len += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            if !run.is_empty() {
+                check_utf8(&mut run)?;
+            }
+            decoded_len += 1;
+            only_dots &= value == b'.';
+            if is_unreserved(value) || !escaped {
+                segment.push(value as char);
+            } else {
+                push_escape(&mut segment, value);
+            }
+        }
+        if !run.is_empty() {
+            check_utf8(&mut run)?;
+        }
+        if only_dots && decoded_len <= 2 {
+            return Err(PathError::DotSegment);
+        }
+        out.push('/');
+        out.push_str(&segment);
+    }
+    if out.is_empty() || bytes.ends_with(b"/") {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn check_utf8(run: &mut Vec<u8>) -> Result<(), PathError> {
+    let ok = std::str::from_utf8(run).is_ok();
+    run.clear();
+    if ok {
+        Ok(())
+    } else {
+        Err(PathError::InvalidUtf8)
+    }
+}
+
+fn push_escape(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[usize::from(b >> 4)] as char);
+    out.push(HEX[usize::from(b & 0xf)] as char);
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(p: &str) -> String {
+        normalise(p).unwrap().into_owned()
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed() {
+        assert!(matches!(normalise("/v2/orders/123"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(normalise("/"), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn unreserved_escapes_are_decoded_and_others_uppercased() {
+        assert_eq!(ok("/v2/%6Frders"), "/v2/orders");
+        assert_eq!(ok("/a/%7e%2d"), "/a/~-");
+        assert_eq!(ok("/a/b%2ac"), "/a/b%2Ac");
+        assert_eq!(ok("/a/%20"), "/a/%20");
+    }
+
+    #[test]
+    fn repeated_slashes_collapse_and_trailing_slash_is_kept() {
+        assert_eq!(ok("//v2///orders"), "/v2/orders");
+        assert_eq!(ok("/v2/orders//"), "/v2/orders/");
+        assert_eq!(ok("//"), "/");
+    }
+
+    #[test]
+    fn ambiguous_targets_are_refused() {
+        let cases = [
+            ("/v2/a%2fb", PathError::EncodedSeparator),
+            ("/v2/a%2Fb", PathError::EncodedSeparator),
+            ("/v2/a%5cb", PathError::EncodedSeparator),
+            ("/v2/a\\b", PathError::Backslash),
+            ("/v2/../admin", PathError::DotSegment),
+            ("/v2/./orders", PathError::DotSegment),
+            ("/v2/%2e%2e/admin", PathError::DotSegment),
+            ("/v2/.%2E", PathError::DotSegment),
+            ("/v2/..", PathError::DotSegment),
+            ("/v2/orders;jsessionid=1", PathError::PathParameter),
+            ("/v2/a%00", PathError::ControlCharacter),
+            ("/v2/a%0a", PathError::ControlCharacter),
+            ("/v2/a%zz", PathError::BadPercentEncoding),
+            ("/v2/a%4", PathError::BadPercentEncoding),
+            ("/v2/%c0%ae%c0%ae/x", PathError::InvalidUtf8),
+            ("/v2/%ff", PathError::InvalidUtf8),
+            ("v2/orders", PathError::NotAbsolute),
+            ("*", PathError::NotAbsolute),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalise(input), Err(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn dots_inside_names_are_fine() {
+        assert_eq!(
+            ok("/admin/api/2024-01/orders.json"),
+            "/admin/api/2024-01/orders.json"
+        );
+        assert_eq!(ok("/a/...b"), "/a/...b");
+        assert_eq!(ok("/a/..."), "/a/...");
+    }
+
+    #[test]
+    fn valid_utf8_escapes_are_kept_encoded() {
+        assert_eq!(ok("/p/%c3%a9t%C3%A9"), "/p/%C3%A9t%C3%A9");
+    }
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        for p in ["/v2//%6frders/", "/a/%7e/b%2a", "/p/%c3%a9"] {
+            let once = ok(p);
+            assert_eq!(ok(&once), once);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Every response scopegate writes itself, and the one exhaustive mapping to status, headers
+//! and body (problem+json by default, or the preset's native shape).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::credentials::{AuthError, TokenError};
+use crate::path::PathError;
+use crate::routes::ErrorStyle;
+
+/// Why a request was not forwarded, or why forwarding failed.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    BadTarget(PathError),
+    /// Host and request target disagree, or similar ambiguity in the request.
+    Ambiguous(&'static str),
+    NoRoute,
+    MethodNotAllowed {
+        allow: HeaderValue,
+    },
+    MissingCredentials,
+    AmbiguousCredentials,
+    InvalidToken(TokenError),
+    InsufficientScope {
+        needed: Arc<str>,
+    },
+    BodyTooLarge,
+    UpstreamUnreachable,
+    UpstreamFailed,
+    UpstreamTimeout,
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Refusal {
+        match e {
+            AuthError::Missing => Refusal::MissingCredentials,
+            AuthError::Ambiguous => Refusal::AmbiguousCredentials,
+            AuthError::Invalid(t) => Refusal::InvalidToken(t),
+        }
+    }
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::BadTarget(_) | Refusal::Ambiguous(_) | Refusal::AmbiguousCredentials => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Refusal::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::UpstreamUnreachable | Refusal::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `decision` metric label.
+    pub fn decision(&self) -> &'static str {
+        match self {
+            Refusal::BadTarget(_) | Refusal::Ambiguous(_) | Refusal::AmbiguousCredentials => {
+                "bad_request"
+            }
+            Refusal::NoRoute => "no_route",
+            Refusal::MethodNotAllowed { .. } => "method_not_allowed",
+            Refusal::MissingCredentials => "unauthenticated",
+            Refusal::InvalidToken(_) => "invalid_token",
+            Refusal::InsufficientScope { .. } => "forbidden",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::UpstreamUnreachable | Refusal::UpstreamFailed | Refusal::UpstreamTimeout => {
+                "upstream_error"
+            }
+        }
+    }
+
+    /// Fixed machine-readable reason for logs and the `reason` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::BadTarget(e) => e.reason(),
+            Refusal::Ambiguous(r) => r,
+            Refusal::NoRoute => "no_route",
+            Refusal::MethodNotAllowed { .. } => "method_not_allowed",
+            Refusal::MissingCredentials => "no_credentials",
+            Refusal::AmbiguousCredentials => "multiple_authorization_headers",
+            Refusal::InvalidToken(e) => e.reason(),
+            Refusal::InsufficientScope { .. } => "insufficient_scope",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::UpstreamUnreachable => "upstream_unreachable",
+            Refusal::UpstreamFailed => "upstream_failed",
+            Refusal::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Refusal::BadTarget(e) => e.to_string(),
+            Refusal::Ambiguous(r) => format!("ambiguous request: {r}"),
+            Refusal::NoRoute => "no route for this path".into(),
+            Refusal::MethodNotAllowed { .. } => "method not allowed on this route".into(),
+            Refusal::MissingCredentials => "bearer token required".into(),
+            Refusal::AmbiguousCredentials => "more than one Authorization header".into(),
+            Refusal::InvalidToken(e) => e.to_string(),
+            Refusal::InsufficientScope { needed } => {
+                format!("token lacks what this endpoint requires: {needed}")
+            }
+            Refusal::BodyTooLarge => "request body too large".into(),
+            Refusal::UpstreamUnreachable => "upstream unreachable".into(),
+            Refusal::UpstreamFailed => "upstream failed".into(),
+            Refusal::UpstreamTimeout => "upstream did not answer in time".into(),
+        }
+    }
+
+    /// The response, in `style`, with `WWW-Authenticate` for 401/403.
+    pub fn into_response(self, style: ErrorStyle, realm: &str) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let detail = self.detail();
+        let body = match style {
+            ErrorStyle::Problem => {
+                let mut problem = serde_json::json!({
+                    "type": format!("urn:scopegate:problem:{}", self.reason()),
+                    "title": status.canonical_reason().unwrap_or("Error"),
+                    "status": status.as_u16(),
+                    "detail": detail,
+                });
+                if let Refusal::InsufficientScope { needed } = &self {
+                    problem["scope"] = serde_json::Value::from(&**needed);
+                }
+                problem
+            }
+            ErrorStyle::Shopify => serde_json::json!({ "errors": format!("[API] {detail}") }),
+        };
+        let content_type = match style {
+            ErrorStyle::Problem => "application/problem+json",
+            ErrorStyle::Shopify => "application/json; charset=utf-8",
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let challenge = match &self {
+            Refusal::MissingCredentials => Some(format!("Bearer realm=\"{realm}\"")),
+            Refusal::InvalidToken(e) => Some(format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{e}\""
+            )),
+            Refusal::InsufficientScope { needed } => Some(format!(
+                "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{needed}\""
+            )),
+            _ => None,
+        };
+        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, c);
+        }
+        if let Refusal::MethodNotAllowed { allow } = self {
+            headers.insert(header::ALLOW, allow);
+        }
+        response
+    }
+}

@@ -1,0 +1,145 @@
+//! The route-file format as written on disk (`routes/*.toml`); unknown keys are errors.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One route file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub preset: PresetSpec,
+    #[serde(default)]
+    pub scopes: ScopesSpec,
+    /// Named principals: reusable conjunctions of token type, roles and scopes.
+    #[serde(default)]
+    pub principals: BTreeMap<String, Spanned<PrincipalSpec>>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<RouteSpec>>,
+    /// Sample requests shown by `scopegate demo` and checked by the tests.
+    #[serde(default, rename = "example")]
+    pub examples: Vec<Spanned<ExampleSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresetSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub error_style: ErrorStyle,
+    /// Upstream (by name in the serve config) for routes that do not name one.
+    pub upstream: Option<String>,
+}
+
+/// The body shape of responses scopegate writes itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorStyle {
+    /// RFC 9457 `application/problem+json`.
+    #[default]
+    Problem,
+    /// Shopify's `{"errors": "..."}`.
+    Shopify,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopesSpec {
+    /// Scope names this file accepts in tokens even if no route requires them.
+    #[serde(default)]
+    pub known: Vec<Spanned<String>>,
+    /// `write_orders = ["read_orders"]`: holding the key grants the listed scopes too.
+    #[serde(default)]
+    pub implies: BTreeMap<String, Spanned<Vec<String>>>,
+    /// `read_order = "read_orders"`: another spelling of the same scope.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalSpec {
+    pub token_type: Option<String>,
+    /// Any one of these roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// All of these scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// matchit pattern: `/v2/orders/{id}`.
+    pub path: Spanned<String>,
+    /// Also match everything below `path`.
+    #[serde(default)]
+    pub below: bool,
+    pub upstream: Option<String>,
+    /// GET and HEAD.
+    pub read: Option<Spanned<RuleSpec>>,
+    /// POST, PUT, PATCH and DELETE.
+    pub write: Option<Spanned<RuleSpec>>,
+    /// Every method of `read` and `write`.
+    pub any: Option<Spanned<RuleSpec>>,
+    #[serde(rename = "GET")]
+    pub get: Option<Spanned<RuleSpec>>,
+    #[serde(rename = "HEAD")]
+    pub head: Option<Spanned<RuleSpec>>,
+    #[serde(rename = "POST")]
+    pub post: Option<Spanned<RuleSpec>>,
+    #[serde(rename = "PUT")]
+    pub put: Option<Spanned<RuleSpec>>,
+    #[serde(rename = "PATCH")]
+    pub patch: Option<Spanned<RuleSpec>>,
+    #[serde(rename = "DELETE")]
+    pub delete: Option<Spanned<RuleSpec>>,
+    #[serde(rename = "OPTIONS")]
+    pub options: Option<Spanned<RuleSpec>>,
+}
+
+/// What one method of a route requires. Every condition given must hold;
+/// `principals` is satisfied by any one of the named principals.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// No credentials needed. Excludes every other key.
+    #[serde(default)]
+    pub public: bool,
+    /// All of these scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// At least one of these scopes.
+    #[serde(default)]
+    pub any_scopes: Vec<String>,
+    /// One of these token kinds (`token_type` claim).
+    #[serde(default)]
+    pub token_types: Vec<String>,
+    /// One of these roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// One of these named principals (see `[principals]`).
+    #[serde(default)]
+    pub principals: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExampleSpec {
+    pub title: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub path: String,
+    /// Claims of the demo token to send; no token when absent.
+    pub claims: Option<toml::Table>,
+    /// The status the example must produce.
+    pub expect: u16,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}

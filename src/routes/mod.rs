@@ -1,0 +1,138 @@
+//! The compiled route table: matchit router over every loaded route file, immutable once built.
+
+mod compile;
+pub mod file;
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Method};
+
+use crate::scopes::{ScopeSet, Vocabulary};
+pub use compile::{CompileError, RouteSource, compile, compile_paths, load_paths};
+pub use file::ErrorStyle;
+
+/// Methods a route can allow. Anything else is refused with 405.
+pub const METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+/// Index of `method` in [`METHODS`].
+pub fn method_index(method: &Method) -> Option<usize> {
+    METHODS.iter().position(|m| m == method)
+}
+
+/// Every route of every loaded file, compiled.
+#[derive(Debug)]
+pub struct RouteTable {
+    router: matchit::Router<u32>,
+    routes: Box<[Route]>,
+    presets: Box<[Preset]>,
+    /// Distinguishes tables across reloads (for per-table memoisation on cached tokens).
+    generation: u64,
+}
+
+/// One route file's settings and scope vocabulary.
+#[derive(Debug)]
+pub struct Preset {
+    pub name: Arc<str>,
+    pub file: Arc<str>,
+    pub error_style: ErrorStyle,
+    pub vocabulary: Vocabulary,
+    pub examples: Box<[Example]>,
+}
+
+/// A sample request from a route file (`[[example]]`).
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub title: String,
+    pub method: Method,
+    pub path: String,
+    pub claims: Option<serde_json::Value>,
+    pub expect: u16,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    /// The pattern as written (`/v2/orders/{id}`); the only path that reaches metric labels.
+    pub template: Arc<str>,
+    /// `file:line` of the `[[route]]`.
+    pub source: Arc<str>,
+    pub preset: u16,
+    pub upstream: Option<Arc<str>>,
+    pub rules: [Option<Arc<Rule>>; METHODS.len()],
+    /// `Allow` header value for 405 answers.
+    pub allow: HeaderValue,
+    /// The template as a header value (`X-Scopegate-Route`).
+    pub template_header: HeaderValue,
+}
+
+/// What one method of one route requires.
+#[derive(Debug)]
+pub enum Rule {
+    Public,
+    Protected(Requirement),
+}
+
+/// Any one grant satisfies the requirement.
+#[derive(Debug)]
+pub struct Requirement {
+    pub grants: Box<[Grant]>,
+    /// What is needed, for `WWW-Authenticate: ... scope="..."` and problem bodies.
+    pub needed: Arc<str>,
+}
+
+/// A conjunction: every condition given must hold.
+#[derive(Debug, Default)]
+pub struct Grant {
+    pub scopes: ScopeSet,
+    pub any_scopes: Option<ScopeSet>,
+    /// One of these token kinds, when not empty.
+    pub token_types: Box<[Box<str>]>,
+    /// One of these roles, when not empty.
+    pub roles: Box<[Box<str>]>,
+}
+
+/// A route found for a path.
+#[derive(Debug)]
+pub struct Matched<'t, 'p> {
+    pub route: &'t Route,
+    pub params: matchit::Params<'t, 'p>,
+}
+
+impl RouteTable {
+    pub fn find<'t, 'p>(&'t self, path: &'p str) -> Option<Matched<'t, 'p>> {
+        let m = self.router.at(path).ok()?;
+        Some(Matched {
+            route: &self.routes[*m.value as usize],
+            params: m.params,
+        })
+    }
+
+    pub fn preset(&self, index: u16) -> &Preset {
+        &self.presets[usize::from(index)]
+    }
+
+    pub fn presets(&self) -> &[Preset] {
+        &self.presets
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl Route {
+    pub fn rule(&self, method: &Method) -> Option<&Arc<Rule>> {
+        method_index(method).and_then(|i| self.rules[i].as_ref())
+    }
+}

@@ -1,0 +1,203 @@
+//! Metrics (Prometheus) and the access log: every decision is counted and logged with its reason.
+//! Labels carry route templates, methods and fixed reason names only — never paths, tokens or subjects.
+
+use http::Method;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Label value for requests that matched no route.
+pub const NO_ROUTE: &str = "(none)";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric scopegate exports, registered in its own registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `scopegate_requests_total{route, method, decision}`.
+    pub requests: IntCounterVec,
+    /// `scopegate_denials_total{reason}`.
+    pub denials: IntCounterVec,
+    /// `scopegate_decision_duration_seconds`: request arrival to decision.
+    pub decision_seconds: Histogram,
+    /// `scopegate_upstream_duration_seconds{route}`: forward to upstream response headers.
+    pub upstream_seconds: HistogramVec,
+    /// `scopegate_upstream_errors_total{route, kind}`.
+    pub upstream_errors: IntCounterVec,
+    pub token_cache_hits: IntCounter,
+    pub token_cache_misses: IntCounter,
+    pub token_cache_entries: IntGauge,
+    /// `scopegate_token_verifications_total{result}`.
+    pub token_verifications: IntCounterVec,
+    /// `scopegate_config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_success: prometheus::Gauge,
+    /// `scopegate_open_connections{listener}`.
+    pub open_connections: IntGaugeVec,
+    pub tls_handshake_failures: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "scopegate_requests_total",
+                    "Requests by route template, method and decision.",
+                ),
+                &["route", "method", "decision"],
+            )
+            .expect("valid metric"),
+            denials: IntCounterVec::new(
+                Opts::new("scopegate_denials_total", "Requests refused, by reason."),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            decision_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "scopegate_decision_duration_seconds",
+                    "Time from request arrival to the allow/deny decision.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            upstream_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "scopegate_upstream_duration_seconds",
+                    "Time from forwarding to the upstream's response headers.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route"],
+            )
+            .expect("valid metric"),
+            upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "scopegate_upstream_errors_total",
+                    "Upstream failures by route and kind.",
+                ),
+                &["route", "kind"],
+            )
+            .expect("valid metric"),
+            token_cache_hits: IntCounter::new(
+                "scopegate_token_cache_hits_total",
+                "Credentials answered from the token cache.",
+            )
+            .expect("valid metric"),
+            token_cache_misses: IntCounter::new(
+                "scopegate_token_cache_misses_total",
+                "Credentials not in the token cache.",
+            )
+            .expect("valid metric"),
+            token_cache_entries: IntGauge::new(
+                "scopegate_token_cache_entries",
+                "Verified tokens held in the cache.",
+            )
+            .expect("valid metric"),
+            token_verifications: IntCounterVec::new(
+                Opts::new(
+                    "scopegate_token_verifications_total",
+                    "Token verifications by result.",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "scopegate_config_reloads_total",
+                    "Route and certificate reloads by result.",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            config_last_reload_success: prometheus::Gauge::new(
+                "scopegate_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful configuration load.",
+            )
+            .expect("valid metric"),
+            open_connections: IntGaugeVec::new(
+                Opts::new(
+                    "scopegate_open_connections",
+                    "Client connections open, by listener.",
+                ),
+                &["listener"],
+            )
+            .expect("valid metric"),
+            tls_handshake_failures: IntCounter::new(
+                "scopegate_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.requests.clone()),
+            Box::new(m.denials.clone()),
+            Box::new(m.decision_seconds.clone()),
+            Box::new(m.upstream_seconds.clone()),
+            Box::new(m.upstream_errors.clone()),
+            Box::new(m.token_cache_hits.clone()),
+            Box::new(m.token_cache_misses.clone()),
+            Box::new(m.token_cache_entries.clone()),
+            Box::new(m.token_verifications.clone()),
+            Box::new(m.config_reloads.clone()),
+            Box::new(m.config_last_reload_success.clone()),
+            Box::new(m.open_connections.clone()),
+            Box::new(m.tls_handshake_failures.clone()),
+        ];
+        for c in collectors {
+            m.registry.register(c).expect("metric registered once");
+        }
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// A bounded label for a request method.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+/// Installs the global tracing subscriber: text or JSON lines on stderr, filtered by `level`
+/// (an `EnvFilter` directive; `RUST_LOG` wins when set).
+pub fn init_logging(json: bool, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second call (tests) keeps the first subscriber.
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}

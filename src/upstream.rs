@@ -1,0 +1,261 @@
+//! Forwarding to the upstream: one pooled keep-alive client per upstream, the request rewritten
+//! (normalised path, hop-by-hop headers out, X-Forwarded-* and identity headers in), bounded in
+//! time and body size.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use http_body_util::Limited;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::credentials::Identity;
+use crate::refusal::Refusal;
+
+/// Body sent upstream: the client's, cut off past the configured size.
+pub type UpstreamBody = Limited<Incoming>;
+
+/// Settings of one upstream (from the serve config).
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub url: Uri,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+}
+
+/// A pooled client bound to one origin.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    scheme: Scheme,
+    authority: Authority,
+    /// Path prefix of the upstream URL, without a trailing slash ("" for none).
+    base_path: String,
+    response_timeout: Duration,
+    client: Client<HttpConnector, UpstreamBody>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamConfigError {
+    #[error("upstream `{name}`: url `{url}` must be http://host:port[/base]")]
+    BadUrl { name: String, url: String },
+}
+
+impl Upstream {
+    pub fn new(spec: &UpstreamSpec) -> Result<Upstream, UpstreamConfigError> {
+        let bad = || UpstreamConfigError::BadUrl {
+            name: spec.name.clone(),
+            url: spec.url.to_string(),
+        };
+        let scheme = spec.url.scheme().cloned().ok_or_else(bad)?;
+        if scheme != Scheme::HTTP || spec.url.query().is_some() {
+            return Err(bad());
+        }
+        let authority = spec.url.authority().cloned().ok_or_else(bad)?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(spec.connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(spec.pool_idle_timeout)
+            .pool_max_idle_per_host(spec.pool_max_idle)
+            .set_host(false)
+            .build(connector);
+        Ok(Upstream {
+            name: spec.name.as_str().into(),
+            scheme,
+            authority,
+            base_path: spec.url.path().trim_end_matches('/').to_owned(),
+            response_timeout: spec.response_timeout,
+            client,
+        })
+    }
+
+    /// The upstream URI for a normalised path and the client's query.
+    pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Refusal> {
+        let mut pq = String::with_capacity(
+            self.base_path.len() + path.len() + 1 + query.map_or(0, str::len),
+        );
+        pq.push_str(&self.base_path);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| Refusal::Ambiguous("unforwardable_target"))
+    }
+
+    /// Sends the prepared request; answers within the response timeout or fails.
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, Refusal> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Err(_) => Err(Refusal::UpstreamTimeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(classify(&e)),
+        }
+    }
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> Refusal {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return Refusal::BodyTooLarge;
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        Refusal::UpstreamUnreachable
+    } else {
+        Refusal::UpstreamFailed
+    }
+}
+
+/// Names of the identity headers scopegate sets (configurable).
+#[derive(Debug, Clone)]
+pub struct IdentityHeaderNames {
+    pub subject: HeaderName,
+    pub client: HeaderName,
+    pub scopes: HeaderName,
+    pub token_kind: HeaderName,
+    pub role: HeaderName,
+    pub route: HeaderName,
+}
+
+impl Default for IdentityHeaderNames {
+    fn default() -> Self {
+        IdentityHeaderNames {
+            subject: HeaderName::from_static("x-scopegate-subject"),
+            client: HeaderName::from_static("x-scopegate-client"),
+            scopes: HeaderName::from_static("x-scopegate-scopes"),
+            token_kind: HeaderName::from_static("x-scopegate-token-kind"),
+            role: HeaderName::from_static("x-scopegate-role"),
+            route: HeaderName::from_static("x-scopegate-route"),
+        }
+    }
+}
+
+impl IdentityHeaderNames {
+    fn all(&self) -> [&HeaderName; 6] {
+        [
+            &self.subject,
+            &self.client,
+            &self.scopes,
+            &self.token_kind,
+            &self.role,
+            &self.route,
+        ]
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const IDENTITY_PREFIX: &[u8] = b"x-scopegate-";
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) and whatever `Connection` names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// What the forwarded request says about the client and the decision.
+#[derive(Debug)]
+pub struct ForwardContext<'a> {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub host: Option<HeaderValue>,
+    pub identity: Option<&'a Identity>,
+    pub route: &'a HeaderValue,
+}
+
+/// Rewrites request headers for the upstream. Client-sent identity headers never pass.
+pub fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    names: &IdentityHeaderNames,
+    cx: &ForwardContext<'_>,
+) {
+    remove_hop_by_hop(headers);
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().as_bytes().starts_with(IDENTITY_PREFIX) || names.all().contains(k))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    headers.remove(&FORWARDED);
+    if let Ok(v) = HeaderValue::from_str(&cx.peer.ip().to_string()) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if cx.tls { "https" } else { "http" }),
+    );
+    match &cx.host {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            headers.insert(header::HOST, host.clone());
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+    headers.insert(names.route.clone(), cx.route.clone());
+    if let Some(id) = cx.identity {
+        let h = &id.headers;
+        for (name, value) in [
+            (&names.subject, &h.subject),
+            (&names.client, &h.client),
+            (&names.scopes, &h.scopes),
+            (&names.token_kind, &h.token_kind),
+            (&names.role, &h.roles),
+        ] {
+            if let Some(v) = value {
+                headers.insert(name.clone(), v.clone());
+            }
+        }
+    }
+}
