@@ -360,21 +360,21 @@ impl FileCx<'_> {
                 Some("add `read`, `write`, `any` or a method such as `GET`".into()),
             );
         }
-        // Compile each distinct rule once and share it between methods.
-        let mut compiled: Vec<(*const Spanned<RuleSpec>, Arc<Rule>)> = Vec::new();
+        // Compile each distinct rule once (and report its errors once), shared between methods.
+        let mut compiled: Vec<(*const Spanned<RuleSpec>, Option<Arc<Rule>>)> = Vec::new();
         let mut rules: [Option<Arc<Rule>>; METHODS.len()] = Default::default();
         for (slot, spec) in rules.iter_mut().zip(specs) {
             let Some(spec) = spec else { continue };
             let key = spec as *const _;
-            if let Some((_, rule)) = compiled.iter().find(|(k, _)| *k == key) {
-                *slot = Some(rule.clone());
-                continue;
-            }
-            if let Some(rule) = self.rule(spec, &file.principals, vocabulary) {
-                let rule = Arc::new(rule);
-                compiled.push((key, rule.clone()));
-                *slot = Some(rule);
-            }
+            let rule = match compiled.iter().find(|(k, _)| *k == key) {
+                Some((_, rule)) => rule.clone(),
+                None => {
+                    let rule = self.rule(spec, &file.principals, vocabulary).map(Arc::new);
+                    compiled.push((key, rule.clone()));
+                    rule
+                }
+            };
+            *slot = rule;
         }
         let allow: Vec<&str> = METHODS
             .iter()

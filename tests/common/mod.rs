@@ -38,6 +38,8 @@ pub struct Seen {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {
     Answer,
+    /// Answers after 400 ms.
+    Slow,
     Stall,
 }
 
@@ -68,8 +70,14 @@ impl Upstream {
                                 query: req.uri().query().map(str::to_owned),
                                 headers: req.headers().clone(),
                             });
-                            if behaviour == Behaviour::Stall {
-                                tokio::time::sleep(Duration::from_secs(30)).await;
+                            match behaviour {
+                                Behaviour::Answer => {}
+                                Behaviour::Slow => {
+                                    tokio::time::sleep(Duration::from_millis(400)).await
+                                }
+                                Behaviour::Stall => {
+                                    tokio::time::sleep(Duration::from_secs(30)).await
+                                }
                             }
                             let _ = req.into_body().collect().await;
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
@@ -162,11 +170,29 @@ impl Harness {
         upstream: Upstream,
         extra: &str,
     ) -> Harness {
+        Harness::build(routes, upstream_addr, upstream, extra, true).await
+    }
+
+    /// As `with_upstream`, choosing TLS or a plaintext listener.
+    pub async fn build(
+        routes: &str,
+        upstream_addr: SocketAddr,
+        upstream: Upstream,
+        extra: &str,
+        tls: bool,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let material = material::ensure(&dir.path().join("certs")).unwrap();
         std::fs::create_dir_all(dir.path().join("routes")).unwrap();
         std::fs::write(dir.path().join("routes/test.toml"), routes).unwrap();
-        let config = config_text(dir.path(), &material, upstream_addr, extra);
+        let mut config = config_text(dir.path(), &material, upstream_addr, extra);
+        if !tls {
+            config = config
+                .lines()
+                .filter(|l| !l.starts_with("tls_"))
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
         let config_path = dir.path().join("scopegate.toml");
         std::fs::write(&config_path, config).unwrap();
         let app = App::build(Config::load(&config_path).unwrap()).unwrap();
@@ -337,6 +363,27 @@ impl Client {
         Client {
             h1: connector(b"http/1.1"),
             h2: connector(b"h2"),
+        }
+    }
+
+    /// HTTP/1.1 without TLS (for the plaintext listener).
+    pub async fn send_plain(&self, addr: SocketAddr, mut request: Request<Full<Bytes>>) -> Reply {
+        request
+            .headers_mut()
+            .insert("host", "localhost".parse().unwrap());
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let (parts, body) = sender.send_request(request).await.unwrap().into_parts();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+            version: parts.version,
         }
     }
 

@@ -1,0 +1,189 @@
+//! Verification keys of every supported kind, each pinned to its algorithm.
+
+mod common;
+
+use common::{Behaviour, Harness, TEST_ROUTES, Upstream};
+use http::StatusCode;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PKCS_RSA_SHA256};
+use serde_json::json;
+
+struct Keys {
+    _dir: tempfile::TempDir,
+    config: String,
+    es: EncodingKey,
+    ed: EncodingKey,
+    rsa: EncodingKey,
+    hs: EncodingKey,
+}
+
+fn keys() -> Keys {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        toml::Value::from(p.display().to_string()).to_string()
+    };
+    let es = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let ed = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+    let rsa = KeyPair::generate_for(&PKCS_RSA_SHA256).unwrap();
+    let secret = "0123456789abcdef0123456789abcdef-test-secret";
+    let config = format!(
+        r#"
+[[jwt.keys]]
+pem = {}
+kid = "es"
+algorithms = ["ES256"]
+[[jwt.keys]]
+pem = {}
+kid = "ed"
+algorithms = ["EdDSA"]
+[[jwt.keys]]
+pem = {}
+kid = "ps"
+algorithms = ["PS256"]
+[[jwt.keys]]
+hmac_secret_file = {}
+kid = "hs"
+algorithms = ["HS256"]
+"#,
+        write("es.pub.pem", &es.public_key_pem()),
+        write("ed.pub.pem", &ed.public_key_pem()),
+        write("rsa.pub.pem", &rsa.public_key_pem()),
+        write("hs.secret", &format!("{secret}\n")),
+    );
+    Keys {
+        config,
+        es: EncodingKey::from_ec_pem(es.serialize_pem().as_bytes()).unwrap(),
+        ed: EncodingKey::from_ed_pem(ed.serialize_pem().as_bytes()).unwrap(),
+        rsa: EncodingKey::from_rsa_pem(rsa.serialize_pem().as_bytes()).unwrap(),
+        hs: EncodingKey::from_secret(secret.as_bytes()),
+        _dir: dir,
+    }
+}
+
+fn sign(alg: Algorithm, key: &EncodingKey, kid: &str) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    let claims = json!({"iss": "scopegate-demo", "aud": "commerce-api", "exp": scopegate::credentials::unix_now() + 600, "scope": "read_orders"});
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+#[tokio::test]
+async fn every_supported_algorithm_verifies_with_its_own_key_only() {
+    let k = keys();
+    let upstream = Upstream::start(Behaviour::Answer).await;
+    let h = Harness::with_upstream(TEST_ROUTES, upstream.addr, upstream, &k.config).await;
+    let good = [
+        ("RS256 (JWKS)", h.token(json!({"scope": "read_orders"}))),
+        ("ES256", sign(Algorithm::ES256, &k.es, "es")),
+        ("EdDSA", sign(Algorithm::EdDSA, &k.ed, "ed")),
+        ("PS256", sign(Algorithm::PS256, &k.rsa, "ps")),
+        ("HS256", sign(Algorithm::HS256, &k.hs, "hs")),
+    ];
+    for (name, token) in &good {
+        assert_eq!(
+            h.get("/shop/orders", Some(token)).await.status,
+            StatusCode::OK,
+            "{name}"
+        );
+    }
+    let bad = [
+        // Right key, algorithm the key is not pinned to.
+        (
+            "RS256 on the PS256 key",
+            sign(Algorithm::RS256, &k.rsa, "ps"),
+        ),
+        // A key presented under another key's kid.
+        (
+            "ES256 under the EdDSA kid",
+            sign(Algorithm::ES256, &k.es, "ed"),
+        ),
+        (
+            "HS256 under the RSA kid",
+            sign(Algorithm::HS256, &k.hs, "ps"),
+        ),
+        (
+            "EdDSA under the demo kid",
+            sign(Algorithm::EdDSA, &k.ed, "demo"),
+        ),
+    ];
+    for (name, token) in &bad {
+        let reply = h.get("/shop/orders", Some(token)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{name}");
+        assert!(
+            reply.header("www-authenticate").contains("invalid_token"),
+            "{name}"
+        );
+    }
+    assert_eq!(h.upstream.count(), good.len());
+}
+
+#[tokio::test]
+async fn verified_tokens_are_cached_by_hash_and_not_verified_again() {
+    let h = Harness::start(TEST_ROUTES).await;
+    let token = h.token(json!({"scope": "read_orders"}));
+    for _ in 0..20 {
+        assert_eq!(
+            h.get("/shop/orders", Some(&token)).await.status,
+            StatusCode::OK
+        );
+    }
+    let m = h.metrics().await;
+    assert!(
+        m.contains(r#"scopegate_token_verifications_total{result="valid"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains("scopegate_token_cache_hits_total 19"), "{m}");
+}
+
+#[tokio::test]
+async fn bad_key_config_fails_at_load_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("not-a-key.pem");
+    std::fs::write(&pem, "hello").unwrap();
+    let extra = format!(
+        "[[jwt.keys]]\npem = {}\nalgorithms = [\"ES256\"]\n",
+        toml::Value::from(pem.display().to_string())
+    );
+    let h_dir = tempfile::tempdir().unwrap();
+    let material = scopegate::demo::material::ensure(&h_dir.path().join("certs")).unwrap();
+    std::fs::create_dir_all(h_dir.path().join("routes")).unwrap();
+    std::fs::write(h_dir.path().join("routes/t.toml"), TEST_ROUTES).unwrap();
+    let text = common::config_text(
+        h_dir.path(),
+        &material,
+        "127.0.0.1:1".parse().unwrap(),
+        &extra,
+    );
+    let config = scopegate::config::Config::parse(&text).unwrap();
+    let err = scopegate::app::App::build(config).unwrap_err().to_string();
+    assert!(
+        err.contains("not-a-key.pem") && err.contains("not a Ec public key"),
+        "{err}"
+    );
+
+    let weak = dir.path().join("short.secret");
+    std::fs::write(&weak, "short").unwrap();
+    let extra = format!(
+        "[[jwt.keys]]\nhmac_secret_file = {}\nalgorithms = [\"HS256\"]\n",
+        toml::Value::from(weak.display().to_string())
+    );
+    let text = common::config_text(
+        h_dir.path(),
+        &material,
+        "127.0.0.1:1".parse().unwrap(),
+        &extra,
+    );
+    let err = scopegate::app::App::build(scopegate::config::Config::parse(&text).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least 32 bytes"), "{err}");
+
+    let text = common::config_text(h_dir.path(), &material, "127.0.0.1:1".parse().unwrap(), "")
+        .replace(r#"algorithms = ["RS256"]"#, r#"algorithms = ["none"]"#);
+    let err = scopegate::app::App::build(scopegate::config::Config::parse(&text).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown algorithm `none`"), "{err}");
+}

@@ -1,0 +1,177 @@
+//! Operating the proxy: reload keeps the old table on failure, graceful drain, plaintext
+//! listener behind a load balancer, health endpoints.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Behaviour, Harness, TEST_ROUTES, Upstream, Version};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde_json::json;
+
+#[tokio::test]
+async fn reload_swaps_the_table_and_a_broken_file_keeps_the_old_one() {
+    let h = Harness::start(TEST_ROUTES).await;
+    let token = h.token(json!({"scope": "read_orders read_invoices"}));
+    assert_eq!(
+        h.get("/shop/invoices", Some(&token)).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let extended = format!(
+        "{TEST_ROUTES}\n[[route]]\npath = \"/shop/invoices\"\nread = {{ scopes = [\"read_invoices\"] }}\n"
+    );
+    std::fs::write(h.routes_dir().join("test.toml"), &extended).unwrap();
+    h.running.reload().unwrap();
+    assert_eq!(
+        h.get("/shop/invoices", Some(&token)).await.status,
+        StatusCode::OK
+    );
+
+    let broken =
+        format!("{extended}\n[[route]]\npath = \"/shop/broken\"\nread = {{ scopez = [\"x\"] }}\n");
+    std::fs::write(h.routes_dir().join("test.toml"), broken).unwrap();
+    let err = h.running.reload().unwrap_err().to_string();
+    assert!(
+        err.contains("test.toml:") && err.contains("unknown field `scopez`"),
+        "{err}"
+    );
+    // The running table is untouched.
+    assert_eq!(
+        h.get("/shop/invoices", Some(&token)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.get("/shop/orders", Some(&token)).await.status,
+        StatusCode::OK
+    );
+    let m = h.metrics().await;
+    assert!(
+        m.contains(r#"scopegate_config_reloads_total{result="failure"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"scopegate_config_reloads_total{result="success"} 2"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn cached_tokens_are_judged_against_the_new_table_after_reload() {
+    let h = Harness::start(TEST_ROUTES).await;
+    let token = h.token(json!({"scope": "read_orders"}));
+    assert_eq!(
+        h.get("/shop/orders", Some(&token)).await.status,
+        StatusCode::OK
+    );
+    let stricter = TEST_ROUTES.replace(
+        r#"read = { scopes = ["read_orders"] }"#,
+        r#"read = { scopes = ["read_orders", "read_all_orders"] }"#,
+    );
+    std::fs::write(h.routes_dir().join("test.toml"), stricter).unwrap();
+    h.running.reload().unwrap();
+    let reply = h.get("/shop/orders", Some(&token)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(
+        reply
+            .header("www-authenticate")
+            .contains(r#"scope="read_orders read_all_orders""#)
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight() {
+    let slow = Upstream::start(Behaviour::Slow).await;
+    let h = Harness::with_upstream(TEST_ROUTES, slow.addr, slow.clone(), "").await;
+    let token = h.token(json!({"scope": "read_orders"}));
+    let client = h.client.clone();
+    let addr = h.running.proxy_addr;
+    let in_flight = tokio::spawn(async move {
+        let request = Request::get("/shop/orders")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        client.send(addr, Version::H2, request).await.status
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(slow.count(), 1, "request is at the upstream");
+    let Harness { running, .. } = h;
+    running.shutdown().await;
+    assert_eq!(in_flight.await.unwrap(), StatusCode::OK);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn plaintext_listener_serves_behind_a_load_balancer() {
+    let upstream = Upstream::start(Behaviour::Answer).await;
+    let h = Harness::build(TEST_ROUTES, upstream.addr, upstream.clone(), "", false).await;
+    let token = h.token(json!({"scope": "read_orders"}));
+    let request = Request::get("/shop/orders")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = h.client.send_plain(h.running.proxy_addr, request).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(upstream.last().headers["x-forwarded-proto"], "http");
+    let request = Request::get("/shop/orders")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        h.client
+            .send_plain(h.running.proxy_addr, request)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_on_the_admin_port() {
+    let h = Harness::start(TEST_ROUTES).await;
+    for (path, want) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
+        let url = format!("http://{}{path}", h.running.admin_addr);
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(url)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want.to_string(),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failed_tls_handshakes_are_counted() {
+    let h = Harness::start(TEST_ROUTES).await;
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(h.running.proxy_addr)
+        .await
+        .unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut buf),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let m = h.metrics().await;
+    assert!(
+        m.contains("scopegate_tls_handshake_failures_total 1"),
+        "{m}"
+    );
+}
