@@ -28,6 +28,8 @@ pub enum Refusal {
         needed: Arc<str>,
     },
     BodyTooLarge,
+    /// Credentials could not be checked (no keys yet, introspection down); never an allow.
+    CredentialsUnavailable(&'static str),
     UpstreamUnreachable,
     UpstreamFailed,
     UpstreamTimeout,
@@ -39,6 +41,7 @@ impl From<AuthError> for Refusal {
             AuthError::Missing => Refusal::MissingCredentials,
             AuthError::Ambiguous => Refusal::AmbiguousCredentials,
             AuthError::Invalid(t) => Refusal::InvalidToken(t),
+            AuthError::Unavailable(why) => Refusal::CredentialsUnavailable(why),
         }
     }
 }
@@ -54,6 +57,7 @@ impl Refusal {
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Refusal::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::CredentialsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamUnreachable | Refusal::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -71,6 +75,7 @@ impl Refusal {
             Refusal::InvalidToken(_) => "invalid_token",
             Refusal::InsufficientScope { .. } => "forbidden",
             Refusal::BodyTooLarge => "body_too_large",
+            Refusal::CredentialsUnavailable(_) => "credentials_unavailable",
             Refusal::UpstreamUnreachable | Refusal::UpstreamFailed | Refusal::UpstreamTimeout => {
                 "upstream_error"
             }
@@ -89,6 +94,7 @@ impl Refusal {
             Refusal::InvalidToken(e) => e.reason(),
             Refusal::InsufficientScope { .. } => "insufficient_scope",
             Refusal::BodyTooLarge => "body_too_large",
+            Refusal::CredentialsUnavailable(why) => why,
             Refusal::UpstreamUnreachable => "upstream_unreachable",
             Refusal::UpstreamFailed => "upstream_failed",
             Refusal::UpstreamTimeout => "upstream_timeout",
@@ -108,6 +114,7 @@ impl Refusal {
                 format!("token lacks what this endpoint requires: {needed}")
             }
             Refusal::BodyTooLarge => "request body too large".into(),
+            Refusal::CredentialsUnavailable(_) => "credentials cannot be checked right now".into(),
             Refusal::UpstreamUnreachable => "upstream unreachable".into(),
             Refusal::UpstreamFailed => "upstream failed".into(),
             Refusal::UpstreamTimeout => "upstream did not answer in time".into(),

@@ -62,8 +62,23 @@ struct Permit<'t, 'p> {
     path: Cow<'p, str>,
 }
 
-/// A request that may not, with the route it matched (if any) for labels and error style.
-type Denied<'t> = (Option<&'t Route>, Refusal);
+/// A request that may not go upstream: the route it matched (for labels and error style) and
+/// the identity, when one was established (for the access log).
+struct Denied<'t> {
+    route: Option<&'t Route>,
+    identity: Option<Arc<Identity>>,
+    refusal: Refusal,
+}
+
+impl Denied<'_> {
+    fn bare(refusal: Refusal) -> Self {
+        Denied {
+            route: None,
+            identity: None,
+            refusal,
+        }
+    }
+}
 
 impl Gateway {
     pub fn new(
@@ -105,40 +120,40 @@ impl Gateway {
     }
 
     pub async fn handle(&self, request: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
-        let started = Instant::now();
         let table = self.table.load();
         let (mut parts, body) = request.into_parts();
-        let method = method_label(&parts.method);
+        let cx = Ctx {
+            table: &table,
+            method: method_label(&parts.method),
+            started: Instant::now(),
+            conn,
+        };
 
-        let (route, identity, uri) = match self.decide(&table, &parts) {
-            Ok(permit) => {
-                let upstream = self.upstream_for(permit.route);
-                match upstream.uri(&permit.path, parts.uri.query()) {
-                    Ok(uri) => (permit.route, permit.identity, (upstream, uri)),
-                    Err(refusal) => {
-                        return self.refuse(&table, None, method, refusal, started, conn);
-                    }
-                }
-            }
-            Err((route, refusal)) => {
-                return self.refuse(&table, route, method, refusal, started, conn);
-            }
+        let permit = match self.decide(&table, &parts) {
+            Ok(permit) => permit,
+            Err(denied) => return self.refuse(&cx, denied),
+        };
+        let Permit {
+            route,
+            identity,
+            path,
+        } = permit;
+        let upstream = self.upstream_for(route);
+        let deny = |refusal| Denied {
+            route: Some(route),
+            identity: identity.clone(),
+            refusal,
+        };
+        let uri = match upstream.uri(&path, parts.uri.query()) {
+            Ok(uri) => uri,
+            Err(refusal) => return self.refuse(&cx, deny(refusal)),
         };
         self.metrics
             .decision_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let (upstream, uri) = uri;
-
+            .observe(cx.started.elapsed().as_secs_f64());
         if content_length(&parts.headers).is_some_and(|n| n > self.settings.max_request_body as u64)
         {
-            return self.refuse(
-                &table,
-                Some(route),
-                method,
-                Refusal::BodyTooLarge,
-                started,
-                conn,
-            );
+            return self.refuse(&cx, deny(Refusal::BodyTooLarge));
         }
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
@@ -171,25 +186,18 @@ impl Gateway {
         match result {
             Ok(mut response) => {
                 remove_hop_by_hop(response.headers_mut());
-                let status = response.status().as_u16();
                 self.metrics
                     .requests
-                    .with_label_values(&[&route.template, method, "allow"])
+                    .with_label_values(&[&route.template, cx.method, "allow"])
                     .inc();
-                if self.settings.access_log {
-                    tracing::info!(
-                        target: "scopegate::access",
-                        route = &*route.template,
-                        method,
-                        status,
-                        decision = "allow",
-                        reason = "permitted",
-                        client = identity.as_ref().and_then(|i| i.client.as_deref()),
-                        token_kind = identity.as_ref().and_then(|i| i.token_kind.as_deref()),
-                        latency_us = started.elapsed().as_micros() as u64,
-                        peer = %conn.peer.ip(),
-                    );
-                }
+                self.log(
+                    &cx,
+                    &route.template,
+                    identity.as_deref(),
+                    response.status().as_u16(),
+                    "allow",
+                    "permitted",
+                );
                 response.map(Either::Left)
             }
             Err(refusal) => {
@@ -197,7 +205,7 @@ impl Gateway {
                     .upstream_errors
                     .with_label_values(&[&route.template, refusal.reason()])
                     .inc();
-                self.refuse(&table, Some(route), method, refusal, started, conn)
+                self.refuse(&cx, deny(refusal))
             }
         }
     }
@@ -208,23 +216,25 @@ impl Gateway {
         table: &'t RouteTable,
         parts: &'p Parts,
     ) -> Result<Permit<'t, 'p>, Denied<'t>> {
-        check_authority(parts).map_err(|r| (None, r))?;
-        let path = path::normalise(parts.uri.path()).map_err(|e| (None, Refusal::BadTarget(e)))?;
+        check_authority(parts).map_err(Denied::bare)?;
+        let path =
+            path::normalise(parts.uri.path()).map_err(|e| Denied::bare(Refusal::BadTarget(e)))?;
         let Some(matched) = table.find(&path) else {
-            return Err((None, Refusal::NoRoute));
+            return Err(Denied::bare(Refusal::NoRoute));
         };
         let route = matched.route;
-        // HEAD is judged as GET unless the route says otherwise.
-        let rule = match route.rule(&parts.method) {
-            Some(rule) => rule,
-            None => {
-                return Err((
-                    Some(route),
-                    Refusal::MethodNotAllowed {
-                        allow: route.allow.clone(),
-                    },
-                ));
-            }
+        let deny = |identity, refusal| Denied {
+            route: Some(route),
+            identity,
+            refusal,
+        };
+        let Some(rule) = route.rule(&parts.method) else {
+            return Err(deny(
+                None,
+                Refusal::MethodNotAllowed {
+                    allow: route.allow.clone(),
+                },
+            ));
         };
         let identity = match &**rule {
             Rule::Public => None,
@@ -232,15 +242,11 @@ impl Gateway {
                 let identity = self
                     .auth
                     .authenticate(&parts.headers)
-                    .map_err(|e| (Some(route), e.into()))?;
+                    .map_err(|e| deny(None, e.into()))?;
                 let held = identity.scopes_in(table, route.preset);
                 if !policy::permits(requirement, &identity, &held) {
-                    return Err((
-                        Some(route),
-                        Refusal::InsufficientScope {
-                            needed: requirement.needed.clone(),
-                        },
-                    ));
+                    let needed = requirement.needed.clone();
+                    return Err(deny(Some(identity), Refusal::InsufficientScope { needed }));
                 }
                 Some(identity)
             }
@@ -261,46 +267,74 @@ impl Gateway {
             .expect("route upstreams are validated when the table is compiled")
     }
 
-    fn refuse(
-        &self,
-        table: &RouteTable,
-        route: Option<&Route>,
-        method: &'static str,
-        refusal: Refusal,
-        started: Instant,
-        conn: ConnInfo,
-    ) -> Response<ProxyBody> {
+    fn refuse(&self, cx: &Ctx<'_>, denied: Denied<'_>) -> Response<ProxyBody> {
+        let Denied {
+            route,
+            identity,
+            refusal,
+        } = denied;
         let label = route.map_or(NO_ROUTE, |r| &r.template);
         let decision = refusal.decision();
         let reason = refusal.reason();
         if decision != "upstream_error" {
             self.metrics
                 .decision_seconds
-                .observe(started.elapsed().as_secs_f64());
+                .observe(cx.started.elapsed().as_secs_f64());
+            self.metrics.denials.with_label_values(&[reason]).inc();
         }
         self.metrics
             .requests
-            .with_label_values(&[label, method, decision])
+            .with_label_values(&[label, cx.method, decision])
             .inc();
-        self.metrics.denials.with_label_values(&[reason]).inc();
-        let status = refusal.status().as_u16();
-        if self.settings.access_log {
-            tracing::info!(
-                target: "scopegate::access",
-                route = label,
-                method,
-                status,
-                decision,
-                reason,
-                latency_us = started.elapsed().as_micros() as u64,
-                peer = %conn.peer.ip(),
-            );
-        }
-        let style = route.map_or(ErrorStyle::Problem, |r| table.preset(r.preset).error_style);
+        self.log(
+            cx,
+            label,
+            identity.as_deref(),
+            refusal.status().as_u16(),
+            decision,
+            reason,
+        );
+        let style = route.map_or(ErrorStyle::Problem, |r| {
+            cx.table.preset(r.preset).error_style
+        });
         refusal
             .into_response(style, &self.settings.realm)
             .map(Either::Right)
     }
+
+    /// One access-log line per decision; never the token, never an unmatched path.
+    fn log(
+        &self,
+        cx: &Ctx<'_>,
+        route: &str,
+        identity: Option<&Identity>,
+        status: u16,
+        decision: &str,
+        reason: &str,
+    ) {
+        if self.settings.access_log {
+            tracing::info!(
+                target: "scopegate::access",
+                route,
+                method = cx.method,
+                status,
+                decision,
+                reason,
+                client = identity.and_then(|i| i.client.as_deref()),
+                token_kind = identity.and_then(|i| i.token_kind.as_deref()),
+                latency_us = cx.started.elapsed().as_micros() as u64,
+                peer = %cx.conn.peer.ip(),
+            );
+        }
+    }
+}
+
+/// What every outcome of one request is recorded with.
+struct Ctx<'a> {
+    table: &'a RouteTable,
+    method: &'static str,
+    started: Instant,
+    conn: ConnInfo,
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

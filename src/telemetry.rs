@@ -40,6 +40,12 @@ pub struct Metrics {
     /// `scopegate_open_connections{listener}`.
     pub open_connections: IntGaugeVec,
     pub tls_handshake_failures: IntCounter,
+    /// `scopegate_jwks_refreshes_total{result}`: remote JWKS fetches.
+    pub jwks_refreshes: IntCounterVec,
+    /// `scopegate_jwks_keys`: keys currently loaded from remote JWKS.
+    pub jwks_keys: IntGauge,
+    /// `scopegate_introspections_total{result}`: RFC 7662 calls.
+    pub introspections: IntCounterVec,
 }
 
 impl Metrics {
@@ -133,6 +139,24 @@ impl Metrics {
                 "TLS handshakes that failed or timed out.",
             )
             .expect("valid metric"),
+            jwks_refreshes: IntCounterVec::new(
+                Opts::new(
+                    "scopegate_jwks_refreshes_total",
+                    "Remote JWKS fetches by result.",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            jwks_keys: IntGauge::new("scopegate_jwks_keys", "Keys loaded from remote JWKS.")
+                .expect("valid metric"),
+            introspections: IntCounterVec::new(
+                Opts::new(
+                    "scopegate_introspections_total",
+                    "Token introspection calls by result.",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -149,6 +173,9 @@ impl Metrics {
             Box::new(m.config_last_reload_success.clone()),
             Box::new(m.open_connections.clone()),
             Box::new(m.tls_handshake_failures.clone()),
+            Box::new(m.jwks_refreshes.clone()),
+            Box::new(m.jwks_keys.clone()),
+            Box::new(m.introspections.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric registered once");

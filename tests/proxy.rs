@@ -334,7 +334,7 @@ async fn no_route_is_404_and_wrong_method_is_405_and_neither_is_forwarded() {
             .send(version, "DELETE", "/shop/customers/1", Some(&token), &[])
             .await;
         assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(reply.header("allow"), "GET");
+        assert_eq!(reply.header("allow"), "GET, HEAD", "HEAD is judged as GET");
         let reply = h
             .send(version, "TRACE", "/shop/orders", Some(&token), &[])
             .await;
@@ -342,6 +342,15 @@ async fn no_route_is_404_and_wrong_method_is_405_and_neither_is_forwarded() {
         assert_eq!(reply.header("allow"), "GET, HEAD, POST, PUT, PATCH, DELETE");
     }
     assert_eq!(h.upstream.count(), 0);
+    let reply = h
+        .send(Version::H1, "HEAD", "/shop/customers/1", Some(&token), &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "HEAD follows the GET rule");
+    let other = h.token(json!({"token_type": "client_credentials", "role": "support"}));
+    let reply = h
+        .send(Version::H1, "HEAD", "/shop/customers/1", Some(&other), &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

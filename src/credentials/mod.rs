@@ -148,6 +148,16 @@ pub enum TokenError {
     WrongAudience,
     #[error("bearer token is empty")]
     Empty,
+    #[error("token is not active")]
+    Inactive,
+    #[error("a companion token cannot be used as the bearer token")]
+    CompanionAsBearer,
+    #[error("companion token is not of the expected kind")]
+    WrongCompanionKind,
+    #[error("companion token belongs to another store")]
+    CompanionStoreMismatch,
+    #[error("token holds scopes that cannot be combined")]
+    IncompatibleScopes,
 }
 
 impl TokenError {
@@ -165,6 +175,11 @@ impl TokenError {
             TokenError::WrongIssuer => "token_wrong_issuer",
             TokenError::WrongAudience => "token_wrong_audience",
             TokenError::Empty => "token_empty",
+            TokenError::Inactive => "token_inactive",
+            TokenError::CompanionAsBearer => "token_companion_as_bearer",
+            TokenError::WrongCompanionKind => "token_wrong_companion_kind",
+            TokenError::CompanionStoreMismatch => "token_companion_store_mismatch",
+            TokenError::IncompatibleScopes => "token_incompatible_scopes",
         }
     }
 }
@@ -178,6 +193,8 @@ pub enum AuthError {
     Ambiguous,
     /// Credentials presented but refused (401 `invalid_token`).
     Invalid(TokenError),
+    /// Credentials cannot be checked right now (keys not loaded, introspection down): 503.
+    Unavailable(&'static str),
 }
 
 /// Finds, verifies and caches bearer credentials.

@@ -346,7 +346,8 @@ impl FileCx<'_> {
         }
         let specs: [Option<&Spanned<RuleSpec>>; METHODS.len()] = [
             pick(&r.get, &r.read, &r.any),
-            pick(&r.head, &r.read, &r.any),
+            // HEAD is judged as GET unless the route gives HEAD its own rule.
+            pick(&r.head, &r.read, &r.any).or(r.get.as_ref()),
             pick(&r.post, &r.write, &r.any),
             pick(&r.put, &r.write, &r.any),
             pick(&r.patch, &r.write, &r.any),
