@@ -10,13 +10,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{CompanionConfig, Config, KeyConfig};
 use crate::credentials::cache::TokenCache;
 use crate::credentials::jwt::{ClaimRules, JwtVerifier};
 use crate::credentials::keys::{self, KeySource};
-use crate::credentials::{Authenticator, unix_now};
+use crate::credentials::{Authenticator, CompanionVerifier, companion_header, unix_now};
 use crate::listener::{self, ListenerOptions, TlsSettings};
-use crate::routes::{self, RouteTable};
+use crate::routes::{self, Companion, RouteTable};
 use crate::service::{Gateway, GatewaySettings};
 use crate::telemetry::Metrics;
 use crate::upstream::{IdentityHeaderNames, Upstream, UpstreamSpec};
@@ -74,15 +74,42 @@ impl App {
                 "upstreams: some routes name no upstream, so an upstream called `default` is needed",
             ));
         }
-        let verifier = JwtVerifier::new(load_keys(&config)?, claim_rules(&config));
-        let auth = Authenticator::new(
-            verifier,
+        let verifier = JwtVerifier::new(
+            load_keys("jwt.keys", &config.jwt.keys)?,
+            claim_rules(&config),
+        );
+        let cache = || {
             TokenCache::new(
                 config.cache.max_entries,
                 config.cache.max_ttl.as_secs().max(1),
-            ),
-            metrics.clone(),
-        );
+            )
+        };
+        let companion = |kind: Companion, c: &Option<CompanionConfig>| -> Result<_, StartError> {
+            let Some(c) = c else { return Ok(None) };
+            let prefix = format!("jwt.companions.{}", kind.token_type());
+            let header = match &c.header {
+                Some(h) => {
+                    HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                        StartError::one(format!("{prefix}.header: `{h}` is not a header name"))
+                    })?
+                }
+                None => companion_header(kind),
+            };
+            let keys = load_keys(&format!("{prefix}.keys"), &c.keys)?;
+            Ok(Some(CompanionVerifier::new(
+                header,
+                JwtVerifier::new(keys, claim_rules(&config)),
+                cache(),
+            )))
+        };
+        let companions = [
+            companion(Companion::Customer, &config.jwt.companions.customer)?,
+            companion(
+                Companion::AccountManagement,
+                &config.jwt.companions.account_management,
+            )?,
+        ];
+        let auth = Authenticator::new(verifier, cache(), companions, metrics.clone());
         let settings = GatewaySettings {
             realm: config.realm.clone(),
             max_request_body: config.limits.max_request_body_bytes,
@@ -248,10 +275,10 @@ fn compile_routes(config: &Config, upstreams: &[String]) -> Result<RouteTable, S
         .map_err(|errors| StartError(errors.iter().map(ToString::to_string).collect()))
 }
 
-fn load_keys(config: &Config) -> Result<Vec<keys::VerifyKey>, StartError> {
+fn load_keys(prefix: &str, configured: &[KeyConfig]) -> Result<Vec<keys::VerifyKey>, StartError> {
     let mut all = Vec::new();
-    for (i, k) in config.jwt.keys.iter().enumerate() {
-        let origin = format!("jwt.keys[{i}]");
+    for (i, k) in configured.iter().enumerate() {
+        let origin = format!("{prefix}[{i}]");
         let algorithms = keys::parse_algorithms(&k.algorithms, &origin).map_err(StartError::one)?;
         let source = if let Some(path) = &k.pem {
             KeySource::Pem {

@@ -91,6 +91,27 @@ pub struct JwtConfig {
     #[serde(default = "default_leeway", with = "humantime_serde")]
     pub leeway: Duration,
     pub keys: Vec<KeyConfig>,
+    /// Elastic Path companion tokens, each verified with its own keys (`[jwt.companions.customer]`,
+    /// `[jwt.companions.account_management]`). Unconfigured kinds are ignored, so rules that
+    /// need them deny.
+    #[serde(default)]
+    pub companions: CompanionsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompanionsConfig {
+    pub customer: Option<CompanionConfig>,
+    pub account_management: Option<CompanionConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompanionConfig {
+    /// Header carrying the token (default `X-Moltin-Customer-Token` or
+    /// `EP-Account-Management-Authentication-Token`).
+    pub header: Option<String>,
+    pub keys: Vec<KeyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,11 +316,29 @@ impl Config {
         self.listen.tls_cert.iter_mut().for_each(fix);
         self.listen.tls_key.iter_mut().for_each(fix);
         self.routes.paths.iter_mut().for_each(fix);
-        for k in &mut self.jwt.keys {
+        let companions = &mut self.jwt.companions;
+        let sets = [
+            Some(&mut self.jwt.keys),
+            companions.customer.as_mut().map(|c| &mut c.keys),
+            companions.account_management.as_mut().map(|c| &mut c.keys),
+        ];
+        for k in sets.into_iter().flatten().flat_map(|keys| keys.iter_mut()) {
             k.pem.iter_mut().for_each(fix);
             k.jwks_file.iter_mut().for_each(fix);
             k.hmac_secret_file.iter_mut().for_each(fix);
         }
+    }
+
+    /// Every configured key set with the config key it comes from.
+    pub fn key_sets(&self) -> Vec<(&'static str, &[KeyConfig])> {
+        let mut sets = vec![("jwt.keys", self.jwt.keys.as_slice())];
+        if let Some(c) = &self.jwt.companions.customer {
+            sets.push(("jwt.companions.customer.keys", c.keys.as_slice()));
+        }
+        if let Some(c) = &self.jwt.companions.account_management {
+            sets.push(("jwt.companions.account_management.keys", c.keys.as_slice()));
+        }
+        sets
     }
 }
 

@@ -1,19 +1,71 @@
 //! The decision: does this identity satisfy what the route requires? Default deny.
 
-use crate::credentials::Identity;
-use crate::routes::{Grant, Requirement};
+use std::sync::Arc;
+
+use crate::credentials::{Identity, TokenError};
+use crate::routes::{Companion, Grant, Preset, Requirement};
 use crate::scopes::ScopeSet;
+
+/// Companion tokens sent with a request, by [`Companion::index`]: absent, valid or refused.
+pub type Companions = [Option<Result<Arc<Identity>, TokenError>>; 2];
+
+/// Token rules of the route's file: `exp` unless an expiry-exempt scope is held, and no
+/// incompatible pair of scopes.
+pub fn check_token(
+    preset: &Preset,
+    identity: &Identity,
+    held: &ScopeSet,
+) -> Result<(), TokenError> {
+    if identity.expires_at.is_none() && !held.intersects(&preset.expiry_exempt) {
+        return Err(TokenError::MissingExpiry);
+    }
+    if preset
+        .incompatible
+        .iter()
+        .any(|(a, b)| held.contains(*a) && held.contains(*b))
+    {
+        return Err(TokenError::IncompatibleScopes);
+    }
+    Ok(())
+}
 
 /// True when any one grant of `requirement` is satisfied by `identity`, whose scopes in the
 /// route's vocabulary (implication applied) are `held`.
-pub fn permits(requirement: &Requirement, identity: &Identity, held: &ScopeSet) -> bool {
+pub fn permits(
+    requirement: &Requirement,
+    identity: &Identity,
+    held: &ScopeSet,
+    companions: &Companions,
+) -> bool {
     requirement
         .grants
         .iter()
-        .any(|grant| grant_holds(grant, identity, held))
+        .any(|grant| grant_holds(grant, identity, held, companions))
 }
 
-fn grant_holds(grant: &Grant, identity: &Identity, held: &ScopeSet) -> bool {
+/// Why a companion the requirement could use was refused, if one was: a request that sent a
+/// bad companion token gets 401, not 403.
+pub fn companion_problem(
+    requirement: &Requirement,
+    identity: &Identity,
+    companions: &Companions,
+) -> Option<TokenError> {
+    Companion::ALL
+        .into_iter()
+        .filter(|k| requirement.grants.iter().any(|g| g.companion == Some(*k)))
+        .find_map(|k| match &companions[k.index()] {
+            Some(Err(e)) => Some(*e),
+            Some(Ok(c)) if c.tenant != identity.tenant => Some(TokenError::CompanionStoreMismatch),
+            _ => None,
+        })
+}
+
+fn grant_holds(
+    grant: &Grant,
+    identity: &Identity,
+    held: &ScopeSet,
+    companions: &Companions,
+) -> bool {
     held.contains_all(&grant.scopes)
         && grant
             .any_scopes
@@ -25,6 +77,10 @@ fn grant_holds(grant: &Grant, identity: &Identity, held: &ScopeSet) -> bool {
                 .as_deref()
                 .is_some_and(|kind| grant.token_types.iter().any(|t| &**t == kind)))
         && (grant.roles.is_empty() || identity.roles.iter().any(|r| grant.roles.contains(r)))
+        && grant.companion.is_none_or(|kind| {
+            // The companion must be valid and belong to the bearer token's store.
+            matches!(&companions[kind.index()], Some(Ok(c)) if c.tenant == identity.tenant)
+        })
 }
 
 #[cfg(test)]
@@ -55,7 +111,7 @@ mod tests {
         let Rule::Protected(req) = &**route.rule(&Method::GET).unwrap() else {
             panic!("public")
         };
-        permits(req, id, &id.scopes_in(&t, route.preset))
+        permits(req, id, &id.scopes_in(&t, route.preset), &[None, None])
     }
 
     fn id(kind: Option<&str>, roles: &[&str], scopes: &[&str]) -> Identity {

@@ -16,9 +16,9 @@ use hyper::body::Incoming;
 
 use crate::credentials::{Authenticator, Identity};
 use crate::path;
-use crate::policy;
+use crate::policy::{self, Companions};
 use crate::refusal::Refusal;
-use crate::routes::{ErrorStyle, Route, RouteTable, Rule};
+use crate::routes::{Companion, ErrorStyle, Route, RouteTable, Rule};
 use crate::telemetry::{Metrics, NO_ROUTE, method_label};
 use crate::upstream::{
     ForwardContext, IdentityHeaderNames, Upstream, prepare_request_headers, remove_hop_by_hop,
@@ -244,7 +244,19 @@ impl Gateway {
                     .authenticate(&parts.headers)
                     .map_err(|e| deny(None, e.into()))?;
                 let held = identity.scopes_in(table, route.preset);
-                if !policy::permits(requirement, &identity, &held) {
+                if let Err(e) = policy::check_token(table.preset(route.preset), &identity, &held) {
+                    return Err(deny(Some(identity), Refusal::InvalidToken(e)));
+                }
+                let companions: Companions = if requirement.uses_companions {
+                    Companion::ALL.map(|kind| self.auth.companion(kind, &parts.headers))
+                } else {
+                    [None, None]
+                };
+                if !policy::permits(requirement, &identity, &held, &companions) {
+                    if let Some(e) = policy::companion_problem(requirement, &identity, &companions)
+                    {
+                        return Err(deny(Some(identity), Refusal::InvalidToken(e)));
+                    }
                     let needed = requirement.needed.clone();
                     return Err(deny(Some(identity), Refusal::InsufficientScope { needed }));
                 }

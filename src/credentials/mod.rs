@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use crate::routes::RouteTable;
+use crate::routes::{Companion, RouteTable};
 use crate::scopes::ScopeSet;
 use crate::telemetry::Metrics;
 use cache::{TokenCache, hash_token};
@@ -197,21 +197,103 @@ pub enum AuthError {
     Unavailable(&'static str),
 }
 
+/// Verifies one kind of companion token (its own header, keys and cache).
+#[derive(Debug)]
+pub struct CompanionVerifier {
+    pub header: HeaderName,
+    verifier: JwtVerifier,
+    cache: TokenCache,
+}
+
+impl CompanionVerifier {
+    pub fn new(header: HeaderName, verifier: JwtVerifier, cache: TokenCache) -> CompanionVerifier {
+        CompanionVerifier {
+            header,
+            verifier,
+            cache,
+        }
+    }
+}
+
+/// Default header of each companion kind.
+pub fn companion_header(kind: Companion) -> HeaderName {
+    match kind {
+        Companion::Customer => HeaderName::from_static("x-moltin-customer-token"),
+        Companion::AccountManagement => {
+            HeaderName::from_static("ep-account-management-authentication-token")
+        }
+    }
+}
+
 /// Finds, verifies and caches bearer credentials.
 #[derive(Debug)]
 pub struct Authenticator {
     verifier: JwtVerifier,
     cache: TokenCache,
+    companions: [Option<CompanionVerifier>; 2],
     metrics: Arc<Metrics>,
 }
 
 impl Authenticator {
-    pub fn new(verifier: JwtVerifier, cache: TokenCache, metrics: Arc<Metrics>) -> Authenticator {
+    pub fn new(
+        verifier: JwtVerifier,
+        cache: TokenCache,
+        companions: [Option<CompanionVerifier>; 2],
+        metrics: Arc<Metrics>,
+    ) -> Authenticator {
         Authenticator {
             verifier,
             cache,
+            companions,
             metrics,
         }
+    }
+
+    /// The companion token of `kind` sent with the request: `None` when absent (or companions
+    /// of that kind are not configured), an error when present but not acceptable.
+    pub fn companion(
+        &self,
+        kind: Companion,
+        headers: &HeaderMap,
+    ) -> Option<Result<Arc<Identity>, TokenError>> {
+        let c = self.companions[kind.index()].as_ref()?;
+        let mut values = headers.get_all(&c.header).iter();
+        let value = values.next()?;
+        if values.next().is_some() {
+            return Some(Err(TokenError::Malformed));
+        }
+        let token = match value.to_str() {
+            Ok(t) if !t.is_empty() && t.bytes().all(is_token68) => t,
+            _ => return Some(Err(TokenError::Malformed)),
+        };
+        let now = unix_now();
+        let key = hash_token(token);
+        if let Some(identity) = c.cache.get(&key, now) {
+            return Some(Ok(identity));
+        }
+        let result = c.verifier.verify(token, now).and_then(|id| {
+            if id.token_kind.as_deref() == Some(kind.token_type()) && id.expires_at.is_some() {
+                Ok(id)
+            } else if id.expires_at.is_none() {
+                Err(TokenError::MissingExpiry)
+            } else {
+                Err(TokenError::WrongCompanionKind)
+            }
+        });
+        let label = match &result {
+            Ok(_) => "valid_companion",
+            Err(e) => e.reason(),
+        };
+        self.metrics
+            .token_verifications
+            .with_label_values(&[label])
+            .inc();
+        let identity = Arc::new(match result {
+            Ok(id) => id,
+            Err(e) => return Some(Err(e)),
+        });
+        c.cache.insert(key, identity.clone(), now);
+        Some(Ok(identity))
     }
 
     pub fn verifier(&self) -> &JwtVerifier {
@@ -228,7 +310,15 @@ impl Authenticator {
             return Ok(identity);
         }
         self.metrics.token_cache_misses.inc();
-        let result = self.verifier.verify(token, now);
+        let result = self.verifier.verify(token, now).and_then(|id| {
+            // A companion token is never accepted as the bearer token.
+            match id.token_kind.as_deref() {
+                Some(kind) if Companion::ALL.iter().any(|c| c.token_type() == kind) => {
+                    Err(TokenError::CompanionAsBearer)
+                }
+                _ => Ok(id),
+            }
+        });
         let label = match &result {
             Ok(_) => "valid",
             Err(e) => e.reason(),

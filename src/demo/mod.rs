@@ -57,6 +57,16 @@ leeway = "30s"
 [[jwt.keys]]
 jwks_file = {jwks}
 algorithms = ["RS256"]
+# Elastic Path companion tokens (demo: signed by the same key, told apart by token_type).
+[jwt.companions.customer]
+[[jwt.companions.customer.keys]]
+jwks_file = {jwks}
+algorithms = ["RS256"]
+
+[jwt.companions.account_management]
+[[jwt.companions.account_management.keys]]
+jwks_file = {jwks}
+algorithms = ["RS256"]
 "#,
         listen = options.listen,
         admin = options.admin_listen,

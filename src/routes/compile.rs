@@ -160,11 +160,28 @@ pub fn compile(
             }
         }
         let examples = file.examples.iter().filter_map(|e| cx.example(e)).collect();
+        let mut expiry_exempt = ScopeSet::EMPTY;
+        for name in &file.scopes.expiry_exempt {
+            if let Some(bit) = vocabulary.bit(name.get_ref()) {
+                expiry_exempt.insert(bit);
+            }
+        }
+        let incompatible = file
+            .scopes
+            .incompatible
+            .iter()
+            .filter_map(|p| {
+                let [a, b] = p.get_ref();
+                Some((vocabulary.bit(a)?, vocabulary.bit(b)?))
+            })
+            .collect();
         presets.push(Preset {
             name: file.preset.name.as_str().into(),
             file: source.name.as_str().into(),
             error_style: file.preset.error_style,
             vocabulary,
+            expiry_exempt,
+            incompatible,
             examples,
         });
     }
@@ -259,6 +276,16 @@ impl FileCx<'_> {
         for known in &file.scopes.known {
             let line = self.line(known.span().start);
             self.intern(&mut v, known.get_ref(), line);
+        }
+        for exempt in &file.scopes.expiry_exempt {
+            let line = self.line(exempt.span().start);
+            self.intern(&mut v, exempt.get_ref(), line);
+        }
+        for pair in &file.scopes.incompatible {
+            let line = self.line(pair.span().start);
+            for s in pair.get_ref() {
+                self.intern(&mut v, s, line);
+            }
         }
         let mut edges = Vec::new();
         for (from, to) in &file.scopes.implies {
@@ -443,6 +470,7 @@ impl FileCx<'_> {
             any_scopes: (!r.any_scopes.is_empty()).then(|| set(&r.any_scopes)),
             token_types: boxed(&r.token_types),
             roles: boxed(&r.roles),
+            companion: None,
         };
         let mut needed: Vec<String> = Vec::new();
         let mut push = |s: String| {
@@ -517,6 +545,7 @@ impl FileCx<'_> {
                     any_scopes: base.any_scopes,
                     token_types,
                     roles,
+                    companion: p.companion,
                 });
             }
             if grants.is_empty() {
@@ -524,6 +553,7 @@ impl FileCx<'_> {
             }
         }
         Some(Rule::Protected(Requirement {
+            uses_companions: grants.iter().any(|g| g.companion.is_some()),
             grants: grants.into(),
             needed: needed.join(" ").into(),
         }))

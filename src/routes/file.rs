@@ -57,6 +57,13 @@ pub struct ScopesSpec {
     /// `read_order = "read_orders"`: another spelling of the same scope.
     #[serde(default)]
     pub aliases: BTreeMap<String, Spanned<String>>,
+    /// Tokens holding one of these may lack `exp` (AmeriCommerce `no_expiry`); all others must
+    /// have it.
+    #[serde(default)]
+    pub expiry_exempt: Vec<Spanned<String>>,
+    /// Pairs that must not be held together (`["decrypt", "no_expiry"]`): such a token is refused.
+    #[serde(default)]
+    pub incompatible: Vec<Spanned<[String; 2]>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +76,34 @@ pub struct PrincipalSpec {
     /// All of these scopes.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// A valid companion token of this kind must come with the bearer token.
+    pub companion: Option<Companion>,
+}
+
+/// Elastic Path companion credentials, each in its own header and verified with its own keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Companion {
+    /// `X-Moltin-Customer-Token`, `token_type` `customer`.
+    Customer,
+    /// `EP-Account-Management-Authentication-Token`, `token_type` `account_management`.
+    AccountManagement,
+}
+
+impl Companion {
+    pub const ALL: [Companion; 2] = [Companion::Customer, Companion::AccountManagement];
+
+    /// The `token_type` a companion token of this kind carries.
+    pub fn token_type(self) -> &'static str {
+        match self {
+            Companion::Customer => "customer",
+            Companion::AccountManagement => "account_management",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,7 @@ use http::{HeaderValue, Method};
 
 use crate::scopes::{ScopeSet, Vocabulary};
 pub use compile::{CompileError, RouteSource, compile, compile_paths, load_paths};
-pub use file::ErrorStyle;
+pub use file::{Companion, ErrorStyle};
 
 /// Methods a route can allow. Anything else is refused with 405.
 pub const METHODS: [Method; 7] = [
@@ -44,6 +44,10 @@ pub struct Preset {
     pub file: Arc<str>,
     pub error_style: ErrorStyle,
     pub vocabulary: Vocabulary,
+    /// Holding any of these lets a token lack `exp`.
+    pub expiry_exempt: ScopeSet,
+    /// Pairs a token must not hold together.
+    pub incompatible: Box<[(u16, u16)]>,
     pub examples: Box<[Example]>,
 }
 
@@ -83,6 +87,8 @@ pub enum Rule {
 #[derive(Debug)]
 pub struct Requirement {
     pub grants: Box<[Grant]>,
+    /// Some grant needs a companion token (so companion headers are worth verifying).
+    pub uses_companions: bool,
     /// What is needed, for `WWW-Authenticate: ... scope="..."` and problem bodies.
     pub needed: Arc<str>,
 }
@@ -96,6 +102,8 @@ pub struct Grant {
     pub token_types: Box<[Box<str>]>,
     /// One of these roles, when not empty.
     pub roles: Box<[Box<str>]>,
+    /// A companion token of this kind must accompany the bearer token.
+    pub companion: Option<Companion>,
 }
 
 /// A route found for a path.

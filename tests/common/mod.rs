@@ -302,6 +302,16 @@ leeway = "5s"
 [[jwt.keys]]
 jwks_file = {jwks}
 algorithms = ["RS256"]
+# Elastic Path companion tokens (demo: signed by the same key, told apart by token_type).
+[jwt.companions.customer]
+[[jwt.companions.customer.keys]]
+jwks_file = {jwks}
+algorithms = ["RS256"]
+
+[jwt.companions.account_management]
+[[jwt.companions.account_management.keys]]
+jwks_file = {jwks}
+algorithms = ["RS256"]
 [log]
 access = true
 {extra}
