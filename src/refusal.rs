@@ -27,6 +27,8 @@ pub enum Refusal {
     InsufficientScope {
         needed: Arc<str>,
     },
+    /// The request names a store the token is not for. Says nothing about either store.
+    WrongTenant,
     BodyTooLarge,
     /// Credentials could not be checked (no keys yet, introspection down); never an allow.
     CredentialsUnavailable(&'static str),
@@ -55,7 +57,7 @@ impl Refusal {
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Refusal::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Refusal::InsufficientScope { .. } | Refusal::WrongTenant => StatusCode::FORBIDDEN,
             Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::CredentialsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamUnreachable | Refusal::UpstreamFailed => StatusCode::BAD_GATEWAY,
@@ -73,7 +75,7 @@ impl Refusal {
             Refusal::MethodNotAllowed { .. } => "method_not_allowed",
             Refusal::MissingCredentials => "unauthenticated",
             Refusal::InvalidToken(_) => "invalid_token",
-            Refusal::InsufficientScope { .. } => "forbidden",
+            Refusal::InsufficientScope { .. } | Refusal::WrongTenant => "forbidden",
             Refusal::BodyTooLarge => "body_too_large",
             Refusal::CredentialsUnavailable(_) => "credentials_unavailable",
             Refusal::UpstreamUnreachable | Refusal::UpstreamFailed | Refusal::UpstreamTimeout => {
@@ -93,6 +95,7 @@ impl Refusal {
             Refusal::AmbiguousCredentials => "multiple_authorization_headers",
             Refusal::InvalidToken(e) => e.reason(),
             Refusal::InsufficientScope { .. } => "insufficient_scope",
+            Refusal::WrongTenant => "tenant_mismatch",
             Refusal::BodyTooLarge => "body_too_large",
             Refusal::CredentialsUnavailable(why) => why,
             Refusal::UpstreamUnreachable => "upstream_unreachable",
@@ -113,6 +116,7 @@ impl Refusal {
             Refusal::InsufficientScope { needed } => {
                 format!("token lacks what this endpoint requires: {needed}")
             }
+            Refusal::WrongTenant => "token does not grant access to this store".into(),
             Refusal::BodyTooLarge => "request body too large".into(),
             Refusal::CredentialsUnavailable(_) => "credentials cannot be checked right now".into(),
             Refusal::UpstreamUnreachable => "upstream unreachable".into(),
@@ -156,6 +160,9 @@ impl Refusal {
             )),
             Refusal::InsufficientScope { needed } => Some(format!(
                 "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{needed}\""
+            )),
+            Refusal::WrongTenant => Some(format!(
+                "Bearer realm=\"{realm}\", error=\"insufficient_scope\""
             )),
             _ => None,
         };

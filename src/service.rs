@@ -247,6 +247,16 @@ impl Gateway {
                 if let Err(e) = policy::check_token(table.preset(route.preset), &identity, &held) {
                     return Err(deny(Some(identity), Refusal::InvalidToken(e)));
                 }
+                if let Some(binding) = &route.tenant {
+                    let host = parts
+                        .headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+                    if !binding.admits(&matched.params, host, identity.tenant.as_deref()) {
+                        return Err(deny(Some(identity), Refusal::WrongTenant));
+                    }
+                }
                 let companions: Companions = if requirement.uses_companions {
                     Companion::ALL.map(|kind| self.auth.companion(kind, &parts.headers))
                 } else {

@@ -64,6 +64,10 @@ fn broken_files_fail_with_file_line_and_reason() {
             "tests/routes-broken/no-method.toml:4: route `/v2/orders` allows no method",
         ),
         ("not-toml.toml", "tests/routes-broken/not-toml.toml:1:"),
+        (
+            "tenant-capture.toml",
+            "tests/routes-broken/tenant-capture.toml:7: tenant: path `/stores/{id}/orders` has no capture `{store_id}`",
+        ),
     ];
     for (file, expected) in cases {
         let path = format!("tests/routes-broken/{file}");

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::{HeaderValue, Method};
 use toml::Spanned;
 
-use super::file::{ExampleSpec, PrincipalSpec, RouteFile, RouteSpec, RuleSpec};
-use super::{Example, Grant, METHODS, Preset, Requirement, Route, RouteTable, Rule};
+use super::file::{ExampleSpec, PrincipalSpec, RouteFile, RouteSpec, RuleSpec, TenantSpec};
+use super::{Example, Grant, METHODS, Preset, Requirement, Route, RouteTable, Rule, TenantBinding};
 use crate::scopes::{ScopeSet, Vocabulary};
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -236,6 +236,7 @@ impl Route {
             rules: self.rules.clone(),
             allow: self.allow.clone(),
             template_header: header_value(pattern),
+            tenant: self.tenant.clone(),
         }
     }
 }
@@ -362,6 +363,19 @@ impl FileCx<'_> {
             self.error(Some(path_line), format!("path `{path}`: {why}"), None);
         }
         let upstream = r.upstream.clone().or_else(|| file.preset.upstream.clone());
+        let tenant = match r.tenant.as_ref().or(file.preset.tenant.as_ref()) {
+            None => None,
+            Some(spec) => {
+                let at = self.line(spec.span().start);
+                match tenant_binding(spec.get_ref(), path) {
+                    Ok(t) => Some(t),
+                    Err(why) => {
+                        self.error(Some(at), format!("tenant: {why}"), None);
+                        None
+                    }
+                }
+            }
+        };
         if let (Some(name), Some(known)) = (&upstream, upstreams)
             && !known.iter().any(|k| k == name)
         {
@@ -418,6 +432,7 @@ impl FileCx<'_> {
             rules,
             allow: header_value(&allow.join(", ")),
             template_header: header_value(path),
+            tenant,
         })
     }
 
@@ -598,6 +613,28 @@ impl FileCx<'_> {
             claims,
             expect: e.expect,
         })
+    }
+}
+
+fn tenant_binding(spec: &TenantSpec, path: &str) -> Result<TenantBinding, String> {
+    match (&spec.capture, &spec.host) {
+        (Some(name), None) => {
+            if path.contains(&format!("{{{name}}}")) {
+                Ok(TenantBinding::Capture(name.as_str().into()))
+            } else {
+                Err(format!("path `{path}` has no capture `{{{name}}}`"))
+            }
+        }
+        (None, Some(host)) => match host.split_once("{tenant}") {
+            Some((prefix, suffix)) if !suffix.contains("{tenant}") => Ok(TenantBinding::Host {
+                prefix: prefix.into(),
+                suffix: suffix.into(),
+            }),
+            _ => Err(format!(
+                "host `{host}` must contain `{{tenant}}` exactly once"
+            )),
+        },
+        _ => Err("give exactly one of `capture` or `host`".into()),
     }
 }
 

@@ -32,6 +32,17 @@ pub struct PresetSpec {
     pub error_style: ErrorStyle,
     /// Upstream (by name in the serve config) for routes that do not name one.
     pub upstream: Option<String>,
+    /// Tenant binding for every route of the file that does not set its own.
+    pub tenant: Option<Spanned<TenantSpec>>,
+}
+
+/// The request's store must be the token's (`store_id` claim): taken from a path capture
+/// (`capture = "store_id"`) or from the Host (`host = "{tenant}.myshopify.com"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    pub capture: Option<String>,
+    pub host: Option<String>,
 }
 
 /// The body shape of responses scopegate writes itself.
@@ -115,6 +126,7 @@ pub struct RouteSpec {
     #[serde(default)]
     pub below: bool,
     pub upstream: Option<String>,
+    pub tenant: Option<Spanned<TenantSpec>>,
     /// GET and HEAD.
     pub read: Option<Spanned<RuleSpec>>,
     /// POST, PUT, PATCH and DELETE.

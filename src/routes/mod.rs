@@ -74,6 +74,59 @@ pub struct Route {
     pub allow: HeaderValue,
     /// The template as a header value (`X-Scopegate-Route`).
     pub template_header: HeaderValue,
+    pub tenant: Option<TenantBinding>,
+}
+
+/// Where the request names its store, which must equal the token's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantBinding {
+    /// A capture of the path pattern.
+    Capture(Box<str>),
+    /// The Host (port removed, case-insensitive) as `prefix{tenant}suffix`.
+    Host { prefix: Box<str>, suffix: Box<str> },
+}
+
+impl TenantBinding {
+    /// True when the request names exactly the token's store (`tenant`).
+    pub fn admits(
+        &self,
+        params: &matchit::Params<'_, '_>,
+        host: Option<&str>,
+        tenant: Option<&str>,
+    ) -> bool {
+        match (self.requested(params, host), tenant) {
+            (Some(asked), Some(held)) => match self {
+                TenantBinding::Capture(_) => asked == held,
+                // Host names are case-insensitive.
+                TenantBinding::Host { .. } => asked.eq_ignore_ascii_case(held),
+            },
+            _ => false,
+        }
+    }
+
+    /// The store the request names, if it names one in the bound place.
+    fn requested<'a>(
+        &self,
+        params: &'a matchit::Params<'_, '_>,
+        host: Option<&'a str>,
+    ) -> Option<&'a str> {
+        match self {
+            TenantBinding::Capture(name) => params.get(&**name),
+            TenantBinding::Host { prefix, suffix } => {
+                let host = host?;
+                let host = host
+                    .rsplit_once(':')
+                    .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                    .map_or(host, |(h, _)| h);
+                let lower = host.len() >= prefix.len() + suffix.len();
+                (lower
+                    && host[..prefix.len()].eq_ignore_ascii_case(prefix)
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix))
+                .then(|| &host[prefix.len()..host.len() - suffix.len()])
+                .filter(|t| !t.is_empty())
+            }
+        }
+    }
 }
 
 /// What one method of one route requires.
