@@ -271,7 +271,11 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 fn compile_routes(config: &Config, upstreams: &[String]) -> Result<RouteTable, StartError> {
-    routes::compile_paths(&config.routes.paths, Some(upstreams))
+    let options = routes::CompileOptions {
+        upstreams: Some(upstreams),
+        settings: Some(&config.presets),
+    };
+    routes::compile_paths(&config.routes.paths, &options)
         .map_err(|errors| StartError(errors.iter().map(ToString::to_string).collect()))
 }
 

@@ -218,7 +218,7 @@ fn routes_check(paths: Vec<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match routes::compile(&sources, None) {
+    match routes::compile(&sources, &routes::CompileOptions::default()) {
         Ok(table) => {
             for preset in table.presets() {
                 let count = table

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::routes::PresetSettings;
+
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +29,9 @@ pub struct Config {
     pub forwarding: ForwardingConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Operator settings per preset name: approved clients, enabled business functions.
+    #[serde(default)]
+    pub presets: BTreeMap<String, PresetSettings>,
     /// `realm` of `WWW-Authenticate` challenges.
     #[serde(default = "default_realm")]
     pub realm: String,

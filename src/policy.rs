@@ -29,6 +29,60 @@ pub fn check_token(
     Ok(())
 }
 
+/// Why a held scope did not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// The client is not on the approval list for the scope.
+    NotApproved,
+    /// The scope is not available to private apps.
+    PrivateApp,
+    /// The store does not have the scope's business function enabled.
+    NoQualification,
+}
+
+/// The scopes that count for this identity under the file's gates, and the first gate that
+/// removed one.
+pub fn apply_gates(
+    preset: &Preset,
+    identity: &Identity,
+    held: ScopeSet,
+) -> (ScopeSet, Option<Gate>) {
+    let gates = &preset.gates;
+    if gates.is_empty() {
+        return (held, None);
+    }
+    let mut counted = held;
+    let mut gate = None;
+    let mut remove = |set: &ScopeSet, why: Gate| {
+        if held.intersects(set) {
+            counted.remove_all(set);
+            gate.get_or_insert(why);
+        }
+    };
+    let approved = identity
+        .client
+        .as_deref()
+        .is_some_and(|c| gates.approved_clients.contains(c));
+    if !approved {
+        remove(&gates.needs_approval, Gate::NotApproved);
+    }
+    if identity.private_app {
+        remove(&gates.not_for_private_apps, Gate::PrivateApp);
+    }
+    for (bit, stores) in gates.needs_function.iter() {
+        let enabled = identity
+            .tenant
+            .as_deref()
+            .is_some_and(|t| stores.contains(t));
+        if !enabled {
+            let mut one = ScopeSet::EMPTY;
+            one.insert(*bit);
+            remove(&one, Gate::NoQualification);
+        }
+    }
+    (counted, gate)
+}
+
 /// True when any one grant of `requirement` is satisfied by `identity`, whose scopes in the
 /// route's vocabulary (implication applied) are `held`.
 pub fn permits(
@@ -86,7 +140,7 @@ fn grant_holds(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::{RouteSource, Rule, compile};
+    use crate::routes::{CompileOptions, RouteSource, Rule, compile};
     use http::Method;
 
     fn table(rule: &str) -> crate::routes::RouteTable {
@@ -100,7 +154,7 @@ mod tests {
                 name: "t.toml".into(),
                 text,
             }],
-            None,
+            &CompileOptions::default(),
         )
         .unwrap()
     }

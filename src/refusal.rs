@@ -9,6 +9,7 @@ use http_body_util::Full;
 
 use crate::credentials::{AuthError, TokenError};
 use crate::path::PathError;
+use crate::policy::Gate;
 use crate::routes::ErrorStyle;
 
 /// Why a request was not forwarded, or why forwarding failed.
@@ -26,6 +27,11 @@ pub enum Refusal {
     InvalidToken(TokenError),
     InsufficientScope {
         needed: Arc<str>,
+    },
+    /// The token holds the scope, but it does not count for this client, app or store.
+    Gated {
+        needed: Arc<str>,
+        gate: Gate,
     },
     /// The request names a store the token is not for. Says nothing about either store.
     WrongTenant,
@@ -57,7 +63,9 @@ impl Refusal {
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Refusal::InsufficientScope { .. } | Refusal::WrongTenant => StatusCode::FORBIDDEN,
+            Refusal::InsufficientScope { .. } | Refusal::Gated { .. } | Refusal::WrongTenant => {
+                StatusCode::FORBIDDEN
+            }
             Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::CredentialsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamUnreachable | Refusal::UpstreamFailed => StatusCode::BAD_GATEWAY,
@@ -75,7 +83,9 @@ impl Refusal {
             Refusal::MethodNotAllowed { .. } => "method_not_allowed",
             Refusal::MissingCredentials => "unauthenticated",
             Refusal::InvalidToken(_) => "invalid_token",
-            Refusal::InsufficientScope { .. } | Refusal::WrongTenant => "forbidden",
+            Refusal::InsufficientScope { .. } | Refusal::Gated { .. } | Refusal::WrongTenant => {
+                "forbidden"
+            }
             Refusal::BodyTooLarge => "body_too_large",
             Refusal::CredentialsUnavailable(_) => "credentials_unavailable",
             Refusal::UpstreamUnreachable | Refusal::UpstreamFailed | Refusal::UpstreamTimeout => {
@@ -96,6 +106,11 @@ impl Refusal {
             Refusal::InvalidToken(e) => e.reason(),
             Refusal::InsufficientScope { .. } => "insufficient_scope",
             Refusal::WrongTenant => "tenant_mismatch",
+            Refusal::Gated { gate, .. } => match gate {
+                Gate::NotApproved => "scope_not_approved",
+                Gate::PrivateApp => "scope_not_for_private_apps",
+                Gate::NoQualification => "no_qualification",
+            },
             Refusal::BodyTooLarge => "body_too_large",
             Refusal::CredentialsUnavailable(why) => why,
             Refusal::UpstreamUnreachable => "upstream_unreachable",
@@ -117,6 +132,15 @@ impl Refusal {
                 format!("token lacks what this endpoint requires: {needed}")
             }
             Refusal::WrongTenant => "token does not grant access to this store".into(),
+            Refusal::Gated { needed, gate } => match gate {
+                Gate::NotApproved => format!(
+                    "this client is not approved for the scope this endpoint requires: {needed}"
+                ),
+                Gate::PrivateApp => format!(
+                    "the scope this endpoint requires is not available to private apps: {needed}"
+                ),
+                Gate::NoQualification => "the app has no qualification".into(),
+            },
             Refusal::BodyTooLarge => "request body too large".into(),
             Refusal::CredentialsUnavailable(_) => "credentials cannot be checked right now".into(),
             Refusal::UpstreamUnreachable => "upstream unreachable".into(),
@@ -137,7 +161,8 @@ impl Refusal {
                     "status": status.as_u16(),
                     "detail": detail,
                 });
-                if let Refusal::InsufficientScope { needed } = &self {
+                if let Refusal::InsufficientScope { needed } | Refusal::Gated { needed, .. } = &self
+                {
                     problem["scope"] = serde_json::Value::from(&**needed);
                 }
                 problem
@@ -158,7 +183,7 @@ impl Refusal {
             Refusal::InvalidToken(e) => Some(format!(
                 "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{e}\""
             )),
-            Refusal::InsufficientScope { needed } => Some(format!(
+            Refusal::InsufficientScope { needed } | Refusal::Gated { needed, .. } => Some(format!(
                 "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{needed}\""
             )),
             Refusal::WrongTenant => Some(format!(

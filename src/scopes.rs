@@ -32,6 +32,12 @@ impl ScopeSet {
         }
     }
 
+    pub fn remove_all(&mut self, other: &ScopeSet) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a &= !b;
+        }
+    }
+
     /// True when every scope of `needed` is in `self`.
     pub fn contains_all(&self, needed: &ScopeSet) -> bool {
         self.0

@@ -262,13 +262,24 @@ impl Gateway {
                 } else {
                     [None, None]
                 };
-                if !policy::permits(requirement, &identity, &held, &companions) {
+                let (counted, gate) =
+                    policy::apply_gates(table.preset(route.preset), &identity, held);
+                if !policy::permits(requirement, &identity, &counted, &companions) {
                     if let Some(e) = policy::companion_problem(requirement, &identity, &companions)
                     {
                         return Err(deny(Some(identity), Refusal::InvalidToken(e)));
                     }
                     let needed = requirement.needed.clone();
-                    return Err(deny(Some(identity), Refusal::InsufficientScope { needed }));
+                    let refusal = match gate {
+                        // The token holds what is needed, but a gate took it away: say which.
+                        Some(gate)
+                            if policy::permits(requirement, &identity, &held, &companions) =>
+                        {
+                            Refusal::Gated { needed, gate }
+                        }
+                        _ => Refusal::InsufficientScope { needed },
+                    };
+                    return Err(deny(Some(identity), refusal));
                 }
                 Some(identity)
             }

@@ -189,3 +189,117 @@ async fn host_tenant_must_be_the_token_store() {
     assert_eq!(send("store-1.shop.test.evil").await, StatusCode::FORBIDDEN);
     assert_eq!(h.upstream.count(), 2);
 }
+
+const GATED: &str = r#"
+[preset]
+name = "gated"
+
+[scopes]
+implies = { write_orders = ["read_orders"] }
+needs_approval = ["read_all_orders"]
+not_for_private_apps = ["write_payment_gateways"]
+needs_function = { write_payment_gateways = "payment_gateway" }
+
+[[route]]
+path = "/orders/archive"
+read = { scopes = ["read_orders", "read_all_orders"] }
+
+[[route]]
+path = "/payment_gateways"
+write = { scopes = ["write_payment_gateways"] }
+"#;
+
+const GATED_SETTINGS: &str = r#"
+[presets.gated]
+approved_clients = ["approved-app"]
+[presets.gated.enabled_functions]
+payment_gateway = ["store-1"]
+"#;
+
+#[tokio::test]
+async fn approval_private_app_and_business_function_gates() {
+    let upstream = common::Upstream::start(common::Behaviour::Answer).await;
+    let h = Harness::with_upstream(GATED, upstream.addr, upstream, GATED_SETTINGS).await;
+
+    let approved =
+        h.token(json!({"scope": "read_orders read_all_orders", "client_id": "approved-app"}));
+    assert_eq!(
+        h.get("/orders/archive", Some(&approved)).await.status,
+        StatusCode::OK
+    );
+    let unapproved =
+        h.token(json!({"scope": "read_orders read_all_orders", "client_id": "other-app"}));
+    let reply = h.get("/orders/archive", Some(&unapproved)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(
+        reply.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not approved"),
+        "{:?}",
+        reply.json()
+    );
+
+    let post = |token: String| {
+        let h = &h;
+        async move {
+            h.send(Version::H1, "POST", "/payment_gateways", Some(&token), &[])
+                .await
+        }
+    };
+    let qualified = h.token(json!({"scope": "write_payment_gateways", "store_id": "store-1"}));
+    assert_eq!(post(qualified).await.status, StatusCode::OK);
+    let unqualified = h.token(json!({"scope": "write_payment_gateways", "store_id": "store-2"}));
+    let reply = post(unqualified).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json()["detail"], "the app has no qualification");
+    let private = h.token(
+        json!({"scope": "write_payment_gateways", "store_id": "store-1", "app_type": "private"}),
+    );
+    let reply = post(private).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(
+        reply.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("private apps")
+    );
+    // Without the scope at all it is a plain insufficient_scope.
+    let none = h.token(json!({"scope": "read_orders", "store_id": "store-1"}));
+    let reply = post(none).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        reply.json()["type"],
+        "urn:scopegate:problem:insufficient_scope"
+    );
+    assert_eq!(h.upstream.count(), 2);
+}
+
+#[tokio::test]
+async fn settings_for_unknown_presets_or_functions_fail_at_load() {
+    for (settings, expected) in [
+        (
+            "[presets.gatd]\napproved_clients = []\n",
+            "[presets.gatd] names no loaded route file (did you mean `gated`?)",
+        ),
+        (
+            "[presets.gated.enabled_functions]\npayment_gateways = [\"s\"]\n",
+            "enables business function `payment_gateways`, which this file does not declare (did you mean `payment_gateway`?)",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let material = scopegate::demo::material::ensure(&dir.path().join("certs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("routes")).unwrap();
+        std::fs::write(dir.path().join("routes/g.toml"), GATED).unwrap();
+        let text = common::config_text(
+            dir.path(),
+            &material,
+            "127.0.0.1:1".parse().unwrap(),
+            settings,
+        );
+        let err = scopegate::app::App::build(scopegate::config::Config::parse(&text).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+}

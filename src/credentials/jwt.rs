@@ -132,7 +132,8 @@ impl JwtVerifier {
             scopes.into(),
             c.store_id.map(|s| s.0.into()),
             exp,
-        ))
+        )
+        .with_private_app(c.app_type.as_deref() == Some("private")))
     }
 }
 
@@ -170,6 +171,7 @@ struct Claims {
     client_id: Option<String>,
     azp: Option<String>,
     store_id: Option<StringOrNumber>,
+    app_type: Option<String>,
 }
 
 /// A JSON string or an array of strings.

@@ -27,6 +27,8 @@ pub struct Identity {
     pub tenant: Option<Box<str>>,
     /// `exp`, unix seconds.
     pub expires_at: Option<u64>,
+    /// The token is for a private app (`app_type` claim `private`).
+    pub private_app: bool,
     /// Identity headers for the upstream, built once.
     pub headers: IdentityHeaders,
     /// Scopes resolved against one route table, so a cached token is resolved once per reload.
@@ -78,9 +80,16 @@ impl Identity {
             scopes,
             tenant,
             expires_at,
+            private_app: false,
             headers,
             resolved: ArcSwapOption::empty(),
         }
+    }
+
+    /// Marks the identity as a private app's.
+    pub fn with_private_app(mut self, private: bool) -> Identity {
+        self.private_app = private;
+        self
     }
 
     /// The scopes this identity holds in `preset`'s vocabulary, implication applied.

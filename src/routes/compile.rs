@@ -10,8 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::{HeaderValue, Method};
 use toml::Spanned;
 
-use super::file::{ExampleSpec, PrincipalSpec, RouteFile, RouteSpec, RuleSpec, TenantSpec};
-use super::{Example, Grant, METHODS, Preset, Requirement, Route, RouteTable, Rule, TenantBinding};
+use super::file::{
+    ExampleSpec, PresetSettings, PrincipalSpec, RouteFile, RouteSpec, RuleSpec, TenantSpec,
+};
+use super::{
+    Example, Gates, Grant, METHODS, Preset, Requirement, Route, RouteTable, Rule, TenantBinding,
+};
 use crate::scopes::{ScopeSet, Vocabulary};
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -95,12 +99,24 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<RouteSource>, CompileError> {
         .collect()
 }
 
-/// Compiles route files into one table. `upstreams`, when given, are the upstream names a
-/// route may refer to (the serve config's); `routes check` passes `None`.
+/// What the serve config adds to route files. `routes check` uses the default: any upstream
+/// name, no operator settings.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CompileOptions<'a> {
+    /// Upstream names a route may refer to.
+    pub upstreams: Option<&'a [String]>,
+    /// Operator settings per preset name.
+    pub settings: Option<&'a BTreeMap<String, PresetSettings>>,
+}
+
+/// Compiles route files into one table.
 pub fn compile(
     sources: &[RouteSource],
-    upstreams: Option<&[String]>,
+    options: &CompileOptions<'_>,
 ) -> Result<RouteTable, Vec<CompileError>> {
+    let upstreams = options.upstreams;
+    let no_settings = BTreeMap::new();
+    let settings = options.settings.unwrap_or(&no_settings);
     let mut errors = Vec::new();
     let mut router = matchit::Router::new();
     let mut routes: Vec<Route> = Vec::new();
@@ -175,6 +191,7 @@ pub fn compile(
                 Some((vocabulary.bit(a)?, vocabulary.bit(b)?))
             })
             .collect();
+        let gates = cx.gates(&file, &vocabulary, settings.get(&file.preset.name));
         presets.push(Preset {
             name: file.preset.name.as_str().into(),
             file: source.name.as_str().into(),
@@ -182,8 +199,19 @@ pub fn compile(
             vocabulary,
             expiry_exempt,
             incompatible,
+            gates,
             examples,
         });
+    }
+    for name in settings.keys() {
+        if !names.contains_key(name) {
+            errors.push(CompileError {
+                file: "serve config".into(),
+                line: None,
+                message: format!("[presets.{name}] names no loaded route file"),
+                hint: suggest(name, names.keys().map(String::as_str)),
+            });
+        }
     }
     if errors.is_empty() {
         Ok(RouteTable {
@@ -278,6 +306,19 @@ impl FileCx<'_> {
             let line = self.line(known.span().start);
             self.intern(&mut v, known.get_ref(), line);
         }
+        for name in file
+            .scopes
+            .needs_approval
+            .iter()
+            .chain(&file.scopes.not_for_private_apps)
+        {
+            let line = self.line(name.span().start);
+            self.intern(&mut v, name.get_ref(), line);
+        }
+        for (scope, function) in &file.scopes.needs_function {
+            let line = self.line(function.span().start);
+            self.intern(&mut v, scope, line);
+        }
         for exempt in &file.scopes.expiry_exempt {
             let line = self.line(exempt.span().start);
             self.intern(&mut v, exempt.get_ref(), line);
@@ -326,6 +367,61 @@ impl FileCx<'_> {
             );
         }
         (self.errors.len() == before).then_some(v)
+    }
+
+    fn gates(
+        &mut self,
+        file: &RouteFile,
+        v: &Vocabulary,
+        settings: Option<&PresetSettings>,
+    ) -> Gates {
+        let set = |names: &[Spanned<String>]| {
+            let mut s = ScopeSet::EMPTY;
+            names
+                .iter()
+                .filter_map(|n| v.bit(n.get_ref()))
+                .for_each(|b| s.insert(b));
+            s
+        };
+        let empty = PresetSettings::default();
+        let settings = settings.unwrap_or(&empty);
+        let declared: Vec<&str> = file
+            .scopes
+            .needs_function
+            .values()
+            .map(|f| f.get_ref().as_str())
+            .collect();
+        for function in settings.enabled_functions.keys() {
+            if !declared.contains(&function.as_str()) {
+                self.error(
+                    None,
+                    format!("serve config enables business function `{function}`, which this file does not declare"),
+                    suggest(function, declared.iter().copied()),
+                );
+            }
+        }
+        Gates {
+            needs_approval: set(&file.scopes.needs_approval),
+            approved_clients: settings
+                .approved_clients
+                .iter()
+                .map(|c| c.as_str().into())
+                .collect(),
+            not_for_private_apps: set(&file.scopes.not_for_private_apps),
+            needs_function: file
+                .scopes
+                .needs_function
+                .iter()
+                .filter_map(|(scope, function)| {
+                    let stores = settings
+                        .enabled_functions
+                        .get(function.get_ref())
+                        .map(|s| s.iter().map(|x| x.as_str().into()).collect())
+                        .unwrap_or_default();
+                    Some((v.bit(scope)?, stores))
+                })
+                .collect(),
+        }
     }
 
     fn intern(&mut self, v: &mut Vocabulary, name: &str, line: usize) -> Option<u16> {
@@ -698,8 +794,8 @@ fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<
 /// Reads and compiles route files from disk.
 pub fn compile_paths(
     paths: &[PathBuf],
-    upstreams: Option<&[String]>,
+    options: &CompileOptions<'_>,
 ) -> Result<RouteTable, Vec<CompileError>> {
     let sources = load_paths(paths).map_err(|e| vec![e])?;
-    compile(&sources, upstreams)
+    compile(&sources, options)
 }

@@ -75,6 +75,29 @@ pub struct ScopesSpec {
     /// Pairs that must not be held together (`["decrypt", "no_expiry"]`): such a token is refused.
     #[serde(default)]
     pub incompatible: Vec<Spanned<[String; 2]>>,
+    /// Scopes that count only for clients on the operator's approval list
+    /// (serve config `[presets.NAME] approved_clients`), e.g. Shopify `read_all_orders`.
+    #[serde(default)]
+    pub needs_approval: Vec<Spanned<String>>,
+    /// Scopes that do not count for private apps (token claim `app_type = "private"`).
+    #[serde(default)]
+    pub not_for_private_apps: Vec<Spanned<String>>,
+    /// `write_payment_gateways = "payment_gateway"`: the scope counts only for stores with that
+    /// business function enabled (serve config `[presets.NAME.enabled_functions]`).
+    #[serde(default)]
+    pub needs_function: BTreeMap<String, Spanned<String>>,
+}
+
+/// Operator settings for one preset, from the serve config (`[presets.NAME]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresetSettings {
+    /// Clients (`client_id`) approved for the file's `needs_approval` scopes.
+    #[serde(default)]
+    pub approved_clients: Vec<String>,
+    /// Business function -> stores (`store_id`) that have it enabled.
+    #[serde(default)]
+    pub enabled_functions: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

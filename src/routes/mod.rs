@@ -3,13 +3,14 @@
 mod compile;
 pub mod file;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use http::{HeaderValue, Method};
 
 use crate::scopes::{ScopeSet, Vocabulary};
-pub use compile::{CompileError, RouteSource, compile, compile_paths, load_paths};
-pub use file::{Companion, ErrorStyle};
+pub use compile::{CompileError, CompileOptions, RouteSource, compile, compile_paths, load_paths};
+pub use file::{Companion, ErrorStyle, PresetSettings};
 
 /// Methods a route can allow. Anything else is refused with 405.
 pub const METHODS: [Method; 7] = [
@@ -48,7 +49,28 @@ pub struct Preset {
     pub expiry_exempt: ScopeSet,
     /// Pairs a token must not hold together.
     pub incompatible: Box<[(u16, u16)]>,
+    /// Scopes that count only under conditions outside the token.
+    pub gates: Gates,
     pub examples: Box<[Example]>,
+}
+
+/// Scopes that count only for approved clients, non-private apps, or stores with a business
+/// function enabled.
+#[derive(Debug, Default)]
+pub struct Gates {
+    pub needs_approval: ScopeSet,
+    pub approved_clients: HashSet<Box<str>>,
+    pub not_for_private_apps: ScopeSet,
+    /// (scope bit, stores with the scope's business function enabled).
+    pub needs_function: Box<[(u16, HashSet<Box<str>>)]>,
+}
+
+impl Gates {
+    pub fn is_empty(&self) -> bool {
+        self.needs_approval.is_empty()
+            && self.not_for_private_apps.is_empty()
+            && self.needs_function.is_empty()
+    }
 }
 
 /// A sample request from a route file (`[[example]]`).
