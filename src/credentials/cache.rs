@@ -184,6 +184,28 @@ mod tests {
     }
 
     #[test]
+    fn a_million_distinct_tokens_never_exceed_the_bound() {
+        const BOUND: usize = 10_000;
+        let cache = TokenCache::new(BOUND, 3600);
+        let shared = identity(Some(10_000));
+        let mut peak = 0;
+        for i in 0..1_000_000u32 {
+            cache.insert(hash_token(&format!("token-{i}")), shared.clone(), 0);
+            if i % 997 == 0 {
+                peak = peak.max(cache.len());
+            }
+        }
+        peak = peak.max(cache.len());
+        assert!(peak <= BOUND, "peak {peak} entries over the bound {BOUND}");
+        assert!(
+            cache.len() >= BOUND / 2,
+            "the cache still holds the recent half"
+        );
+        // Only the map entries and one shared identity remain: old generations were dropped.
+        assert_eq!(Arc::strong_count(&shared), cache.len() + 1);
+    }
+
+    #[test]
     fn zero_capacity_disables_caching() {
         let cache = TokenCache::new(0, 3600);
         cache.insert(hash_token("t"), identity(Some(10)), 0);
