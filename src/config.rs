@@ -21,6 +21,9 @@ pub struct Config {
     /// Named upstreams; `default` serves routes that name none.
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub jwt: JwtConfig,
+    /// Opaque (non-JWT) bearer tokens and platform token headers.
+    #[serde(default)]
+    pub opaque: OpaqueConfig,
     #[serde(default)]
     pub cache: CacheConfig,
     #[serde(default)]
@@ -128,10 +131,56 @@ pub struct KeyConfig {
     pub jwks_file: Option<PathBuf>,
     /// HMAC secret (raw bytes, at least 32).
     pub hmac_secret_file: Option<PathBuf>,
+    /// JWKS fetched over HTTP(S): loaded at start (protected routes answer 503 until it is),
+    /// refreshed every `refresh_interval` and on an unknown `kid` (at most once per `cooldown`).
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    #[serde(default = "default_jwks_cooldown", with = "humantime_serde")]
+    pub cooldown: Duration,
     /// `kid` for a PEM or HMAC key (JWKS keys carry their own).
     pub kid: Option<String>,
     /// Algorithms this key may verify (pinned; `none` does not exist).
     pub algorithms: Vec<String>,
+}
+
+/// Opaque tokens: a bearer token that is not a JWT, or a token in one of `headers`, is
+/// looked up in `static_tokens_file` (SHA-256 hashes only), then by RFC 7662 introspection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpaqueConfig {
+    pub static_tokens_file: Option<PathBuf>,
+    pub introspection: Option<IntrospectionConfig>,
+    /// Headers that carry an opaque token instead of `Authorization`.
+    #[serde(default = "default_opaque_headers")]
+    pub headers: Vec<String>,
+}
+
+impl Default for OpaqueConfig {
+    fn default() -> Self {
+        OpaqueConfig {
+            static_tokens_file: None,
+            introspection: None,
+            headers: default_opaque_headers(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    pub url: String,
+    pub client_id: Option<String>,
+    /// File holding the client secret (HTTP Basic with `client_id`).
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_introspection_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Longest an active answer is trusted (never past the token's `exp`).
+    #[serde(default = "default_introspection_ttl", with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// How long an inactive answer is remembered.
+    #[serde(default = "default_negative_ttl", with = "humantime_serde")]
+    pub negative_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,22 +334,25 @@ impl Config {
         if self.upstreams.is_empty() {
             return Err("upstreams: at least one upstream is needed (name it `default`)".into());
         }
-        if self.jwt.keys.is_empty() {
-            return Err("jwt.keys: at least one verification key is needed".into());
-        }
-        for (i, k) in self.jwt.keys.iter().enumerate() {
-            let sources = [
-                k.pem.is_some(),
-                k.jwks_file.is_some(),
-                k.hmac_secret_file.is_some(),
-            ];
-            if sources.iter().filter(|s| **s).count() != 1 {
-                return Err(format!(
-                    "jwt.keys[{i}]: give exactly one of `pem`, `jwks_file`, `hmac_secret_file`"
-                ));
+        for (prefix, keys) in self.key_sets() {
+            if keys.is_empty() {
+                return Err(format!("{prefix}: at least one verification key is needed"));
             }
-            if k.jwks_file.is_some() && k.kid.is_some() {
-                return Err(format!("jwt.keys[{i}]: `kid` comes from the JWKS itself"));
+            for (i, k) in keys.iter().enumerate() {
+                let sources = [
+                    k.pem.is_some(),
+                    k.jwks_file.is_some(),
+                    k.jwks_url.is_some(),
+                    k.hmac_secret_file.is_some(),
+                ];
+                if sources.iter().filter(|s| **s).count() != 1 {
+                    return Err(format!(
+                        "{prefix}[{i}]: give exactly one of `pem`, `jwks_file`, `jwks_url`, `hmac_secret_file`"
+                    ));
+                }
+                if (k.jwks_file.is_some() || k.jwks_url.is_some()) && k.kid.is_some() {
+                    return Err(format!("{prefix}[{i}]: `kid` comes from the JWKS itself"));
+                }
             }
         }
         if self.routes.paths.is_empty() {
@@ -319,6 +371,10 @@ impl Config {
             }
         };
         self.listen.tls_cert.iter_mut().for_each(fix);
+        self.opaque.static_tokens_file.iter_mut().for_each(fix);
+        if let Some(i) = &mut self.opaque.introspection {
+            i.client_secret_file.iter_mut().for_each(fix);
+        }
         self.listen.tls_key.iter_mut().for_each(fix);
         self.routes.paths.iter_mut().for_each(fix);
         let companions = &mut self.jwt.companions;
@@ -347,6 +403,27 @@ impl Config {
     }
 }
 
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_jwks_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_opaque_headers() -> Vec<String> {
+    vec![
+        "x-shopify-access-token".into(),
+        "x-shopify-storefront-access-token".into(),
+    ]
+}
+fn default_introspection_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_introspection_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_negative_ttl() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_realm() -> String {
     "scopegate".into()
 }
@@ -438,6 +515,24 @@ algorithms = ["RS256"]
         let err = Config::parse(&text).unwrap_err();
         assert!(err.starts_with("line 5:"), "{err}");
         assert!(err.contains("pathz"), "{err}");
+    }
+
+    #[test]
+    fn companion_key_sets_are_validated_with_their_own_names() {
+        let text = format!(
+            "{MINIMAL}[jwt.companions.customer]\n[[jwt.companions.customer.keys]]\njwks_file = \"a.json\"\npem = \"b.pem\"\nalgorithms = [\"RS256\"]\n"
+        );
+        let err = Config::parse(&text).unwrap_err();
+        assert!(
+            err.starts_with("jwt.companions.customer.keys[0]: give exactly one of"),
+            "{err}"
+        );
+        let text = format!("{MINIMAL}[jwt.companions.account_management]\nkeys = []\n");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(
+            err.contains("jwt.companions.account_management.keys: at least one"),
+            "{err}"
+        );
     }
 
     #[test]
