@@ -4,6 +4,7 @@ pub mod cache;
 pub mod jwks_remote;
 pub mod jwt;
 pub mod keys;
+pub mod opaque;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
