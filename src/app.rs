@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::HeaderName;
@@ -12,9 +13,13 @@ use tokio::task::JoinHandle;
 
 use crate::config::{CompanionConfig, Config, KeyConfig};
 use crate::credentials::cache::TokenCache;
+use crate::credentials::jwks_remote::{RemoteJwks, RemoteJwksSpec};
 use crate::credentials::jwt::{ClaimRules, JwtVerifier};
 use crate::credentials::keys::{self, KeySource};
-use crate::credentials::{Authenticator, CompanionVerifier, companion_header, unix_now};
+use crate::credentials::opaque::{IntrospectionSpec, Introspector, StaticTokens};
+use crate::credentials::{
+    Authenticator, CompanionVerifier, OpaqueSources, companion_header, unix_now,
+};
 use crate::listener::{self, ListenerOptions, TlsSettings};
 use crate::routes::{self, Companion, RouteTable};
 use crate::service::{Gateway, GatewaySettings};
@@ -40,6 +45,8 @@ pub struct App {
     gateway: Arc<Gateway>,
     tls: Option<TlsSettings>,
     metrics: Arc<Metrics>,
+    /// Remote JWKS sources, refreshed in the background once started.
+    remote_keys: Vec<Arc<RemoteJwks>>,
 }
 
 impl App {
@@ -74,34 +81,36 @@ impl App {
                 "upstreams: some routes name no upstream, so an upstream called `default` is needed",
             ));
         }
-        let verifier = JwtVerifier::new(
-            load_keys("jwt.keys", &config.jwt.keys)?,
-            claim_rules(&config),
-        );
+        let mut remote = Vec::new();
+        let (keys, sources) = load_keys("jwt.keys", &config.jwt.keys, &metrics)?;
+        remote.extend(sources.iter().cloned());
+        let verifier = JwtVerifier::new(keys, sources, claim_rules(&config));
         let cache = || {
             TokenCache::new(
                 config.cache.max_entries,
                 config.cache.max_ttl.as_secs().max(1),
             )
         };
-        let companion = |kind: Companion, c: &Option<CompanionConfig>| -> Result<_, StartError> {
-            let Some(c) = c else { return Ok(None) };
-            let prefix = format!("jwt.companions.{}", kind.token_type());
-            let header = match &c.header {
-                Some(h) => {
-                    HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
-                        StartError::one(format!("{prefix}.header: `{h}` is not a header name"))
-                    })?
-                }
-                None => companion_header(kind),
+        let mut companion =
+            |kind: Companion, c: &Option<CompanionConfig>| -> Result<_, StartError> {
+                let Some(c) = c else { return Ok(None) };
+                let prefix = format!("jwt.companions.{}", kind.token_type());
+                let header = match &c.header {
+                    Some(h) => {
+                        HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                            StartError::one(format!("{prefix}.header: `{h}` is not a header name"))
+                        })?
+                    }
+                    None => companion_header(kind),
+                };
+                let (keys, sources) = load_keys(&format!("{prefix}.keys"), &c.keys, &metrics)?;
+                remote.extend(sources.iter().cloned());
+                Ok(Some(CompanionVerifier::new(
+                    header,
+                    JwtVerifier::new(keys, sources, claim_rules(&config)),
+                    cache(),
+                )))
             };
-            let keys = load_keys(&format!("{prefix}.keys"), &c.keys)?;
-            Ok(Some(CompanionVerifier::new(
-                header,
-                JwtVerifier::new(keys, claim_rules(&config)),
-                cache(),
-            )))
-        };
         let companions = [
             companion(Companion::Customer, &config.jwt.companions.customer)?,
             companion(
@@ -109,7 +118,8 @@ impl App {
                 &config.jwt.companions.account_management,
             )?,
         ];
-        let auth = Authenticator::new(verifier, cache(), companions, metrics.clone());
+        let opaque = opaque_sources(&config, &metrics)?;
+        let auth = Authenticator::new(verifier, cache(), companions, opaque, metrics.clone());
         let settings = GatewaySettings {
             realm: config.realm.clone(),
             max_request_body: config.limits.max_request_body_bytes,
@@ -136,6 +146,7 @@ impl App {
             gateway,
             tls,
             metrics,
+            remote_keys: remote,
         })
     }
 
@@ -168,15 +179,19 @@ impl App {
             admin_listener,
             self.metrics.clone(),
             ready.clone(),
-            shutdown_rx,
+            shutdown_rx.clone(),
         ));
+        let mut tasks = vec![proxy_task, admin_task];
+        for remote in &self.remote_keys {
+            tasks.push(remote.spawn_refresher(shutdown_rx.clone()));
+        }
         Ok(Running {
             app: self,
             proxy_addr,
             admin_addr,
             shutdown: shutdown_tx,
             ready,
-            tasks: vec![proxy_task, admin_task],
+            tasks,
         })
     }
 
@@ -279,11 +294,52 @@ fn compile_routes(config: &Config, upstreams: &[String]) -> Result<RouteTable, S
         .map_err(|errors| StartError(errors.iter().map(ToString::to_string).collect()))
 }
 
-fn load_keys(prefix: &str, configured: &[KeyConfig]) -> Result<Vec<keys::VerifyKey>, StartError> {
+/// Local keys, and the remote JWKS sources (fetched once started).
+type KeySets = (Vec<keys::VerifyKey>, Vec<Arc<RemoteJwks>>);
+
+fn load_keys(
+    prefix: &str,
+    configured: &[KeyConfig],
+    metrics: &Arc<Metrics>,
+) -> Result<KeySets, StartError> {
     let mut all = Vec::new();
+    let mut remote = Vec::new();
     for (i, k) in configured.iter().enumerate() {
         let origin = format!("{prefix}[{i}]");
         let algorithms = keys::parse_algorithms(&k.algorithms, &origin).map_err(StartError::one)?;
+        if let Some(url) = &k.jwks_url {
+            let url: http::Uri = url
+                .parse()
+                .map_err(|e| StartError::one(format!("{origin}.jwks_url: {e}")))?;
+            let loopback = matches!(url.host(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            match url.scheme_str() {
+                Some("https") => {}
+                Some("http") if loopback => {}
+                _ => {
+                    return Err(StartError::one(format!(
+                        "{origin}.jwks_url: must be https (plain http only on loopback)"
+                    )));
+                }
+            }
+            if k.cooldown < Duration::from_secs(1) && !loopback
+                || k.refresh_interval < Duration::from_millis(100)
+            {
+                return Err(StartError::one(format!(
+                    "{origin}: refresh_interval must be at least 100ms and cooldown at least 1s"
+                )));
+            }
+            remote.push(Arc::new(RemoteJwks::new(
+                RemoteJwksSpec {
+                    url,
+                    algorithms,
+                    refresh_interval: k.refresh_interval,
+                    cooldown: k.cooldown,
+                    timeout: Duration::from_secs(5),
+                },
+                metrics.clone(),
+            )));
+            continue;
+        }
         let source = if let Some(path) = &k.pem {
             KeySource::Pem {
                 path: path.clone(),
@@ -301,7 +357,60 @@ fn load_keys(prefix: &str, configured: &[KeyConfig]) -> Result<Vec<keys::VerifyK
         };
         all.extend(keys::load(&source, &algorithms).map_err(StartError::one)?);
     }
-    Ok(all)
+    Ok((all, remote))
+}
+
+fn opaque_sources(config: &Config, metrics: &Arc<Metrics>) -> Result<OpaqueSources, StartError> {
+    let o = &config.opaque;
+    let static_tokens = match &o.static_tokens_file {
+        Some(path) => Some(StaticTokens::load(path).map_err(StartError::one)?),
+        None => None,
+    };
+    let introspection = match &o.introspection {
+        None => None,
+        Some(i) => {
+            let url: http::Uri = i
+                .url
+                .parse()
+                .map_err(|e| StartError::one(format!("opaque.introspection.url: {e}")))?;
+            let client_secret = match &i.client_secret_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| {
+                            StartError::one(format!("{}: cannot read: {e}", path.display()))
+                        })?
+                        .trim_end()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            Some(Introspector::new(
+                IntrospectionSpec {
+                    url,
+                    client_id: i.client_id.clone(),
+                    client_secret,
+                    timeout: i.timeout,
+                    max_ttl: i.max_ttl,
+                    negative_ttl: i.negative_ttl,
+                    max_entries: config.cache.max_entries,
+                },
+                metrics.clone(),
+            ))
+        }
+    };
+    let headers = o
+        .headers
+        .iter()
+        .map(|h| {
+            HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                .map_err(|_| StartError::one(format!("opaque.headers: `{h}` is not a header name")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(OpaqueSources {
+        static_tokens,
+        introspection,
+        headers,
+    })
 }
 
 fn claim_rules(config: &Config) -> ClaimRules {

@@ -9,14 +9,15 @@ use crate::scopes::ScopeSet;
 /// Companion tokens sent with a request, by [`Companion::index`]: absent, valid or refused.
 pub type Companions = [Option<Result<Arc<Identity>, TokenError>>; 2];
 
-/// Token rules of the route's file: `exp` unless an expiry-exempt scope is held, and no
-/// incompatible pair of scopes.
+/// Token rules of the route's file: a JWT needs `exp` unless it holds an expiry-exempt scope
+/// (opaque tokens live as long as their source says), and no incompatible pair of scopes.
 pub fn check_token(
     preset: &Preset,
     identity: &Identity,
     held: &ScopeSet,
 ) -> Result<(), TokenError> {
-    if identity.expires_at.is_none() && !held.intersects(&preset.expiry_exempt) {
+    if identity.expires_at.is_none() && !identity.opaque && !held.intersects(&preset.expiry_exempt)
+    {
         return Err(TokenError::MissingExpiry);
     }
     if preset

@@ -129,7 +129,7 @@ impl Gateway {
             conn,
         };
 
-        let permit = match self.decide(&table, &parts) {
+        let permit = match self.decide(&table, &parts).await {
             Ok(permit) => permit,
             Err(denied) => return self.refuse(&cx, denied),
         };
@@ -211,7 +211,7 @@ impl Gateway {
     }
 
     /// Normalise, route and authorise. Default deny: only a satisfied rule returns `Ok`.
-    fn decide<'t, 'p>(
+    async fn decide<'t, 'p>(
         &self,
         table: &'t RouteTable,
         parts: &'p Parts,
@@ -242,6 +242,7 @@ impl Gateway {
                 let identity = self
                     .auth
                     .authenticate(&parts.headers)
+                    .await
                     .map_err(|e| deny(None, e.into()))?;
                 let held = identity.scopes_in(table, route.preset);
                 if let Err(e) = policy::check_token(table.preset(route.preset), &identity, &held) {

@@ -4,6 +4,9 @@
 use jsonwebtoken::errors::ErrorKind;
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use super::jwks_remote::RemoteJwks;
 use super::keys::VerifyKey;
 use super::{Identity, TokenError};
 
@@ -21,20 +24,55 @@ pub struct ClaimRules {
 #[derive(Debug)]
 pub struct JwtVerifier {
     keys: Vec<VerifyKey>,
+    remote: Vec<Arc<RemoteJwks>>,
     rules: ClaimRules,
 }
 
 impl JwtVerifier {
-    pub fn new(keys: Vec<VerifyKey>, rules: ClaimRules) -> JwtVerifier {
-        JwtVerifier { keys, rules }
+    pub fn new(
+        keys: Vec<VerifyKey>,
+        remote: Vec<Arc<RemoteJwks>>,
+        rules: ClaimRules,
+    ) -> JwtVerifier {
+        JwtVerifier {
+            keys,
+            remote,
+            rules,
+        }
     }
 
-    pub fn keys(&self) -> &[VerifyKey] {
-        &self.keys
+    /// False while every key source is a JWKS URL that has not answered yet.
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty() || self.remote.iter().any(|r| r.has_keys())
     }
 
-    /// Verifies `token` at unix time `now` and returns who it speaks for.
+    /// Refreshes the remote key sets for a token naming an unknown `kid` (each at most once per
+    /// cooldown). True when a refresh happened, so verifying again may succeed.
+    pub async fn refresh_for_unknown_kid(&self) -> bool {
+        let mut refreshed = false;
+        for remote in &self.remote {
+            refreshed |= remote.refresh_for_unknown_kid().await;
+        }
+        refreshed
+    }
+
+    /// Verifies `token` at unix time `now` against every key source and returns who it
+    /// speaks for.
     pub fn verify(&self, token: &str, now: u64) -> Result<Identity, TokenError> {
+        if self.remote.is_empty() {
+            return self.verify_among(self.keys.iter(), token, now);
+        }
+        let remote: Vec<Arc<Vec<VerifyKey>>> = self.remote.iter().map(|r| r.keys()).collect();
+        let all = self.keys.iter().chain(remote.iter().flat_map(|k| k.iter()));
+        self.verify_among(all, token, now)
+    }
+
+    fn verify_among<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k VerifyKey>,
+        token: &str,
+        now: u64,
+    ) -> Result<Identity, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::Json(_) if header_alg_is_none(token) => TokenError::UnsupportedAlgorithm,
             _ => TokenError::Malformed,
@@ -42,7 +80,7 @@ impl JwtVerifier {
         let mut saw_kid = false;
         let mut saw_alg = false;
         let mut last = TokenError::UnknownKey;
-        let candidates = self.keys.iter().filter(|k| match &header.kid {
+        let candidates = keys.filter(|k| match &header.kid {
             Some(want) => k.kid.as_deref() == Some(want.as_str()),
             None => true,
         });

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 
 /// Where a key set comes from (one `[[jwt.keys]]` entry of the config).
@@ -137,35 +137,77 @@ pub fn parse_jwks(
     algorithms: &[Algorithm],
     origin: &str,
 ) -> Result<Vec<VerifyKey>, KeyError> {
-    let set: JwkSet = serde_json::from_slice(text)
-        .map_err(|e| invalid(origin, &format!("not a JWKS document: {e}")))?;
-    let mut keys = Vec::new();
-    for (i, jwk) in set.keys.iter().enumerate() {
-        let at = format!("{origin} key #{i}");
-        let key =
-            DecodingKey::from_jwk(jwk).map_err(|e| invalid(&at, &format!("unusable key: {e}")))?;
-        let mut algs: Vec<Algorithm> = algorithms
-            .iter()
-            .copied()
-            .filter(|a| a.family() == key.family())
-            .collect();
-        if let Some(own) = jwk.common.key_algorithm {
-            let own = Algorithm::try_from(own)
-                .map_err(|_| invalid(&at, &format!("unsupported `alg` {own}")))?;
-            algs.retain(|a| *a == own);
-        }
-        if algs.is_empty() {
-            return Err(invalid(
-                &at,
-                &format!("none of the configured algorithms {algorithms:?} fits this key"),
-            ));
-        }
-        keys.push(verify_key(jwk.common.key_id.clone(), algs, key, at));
-    }
+    let set = jwk_set(text, origin)?;
+    let keys = set
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, jwk)| jwk_key(jwk, algorithms, format!("{origin} key #{i}")))
+        .collect::<Result<Vec<_>, _>>()?;
     if keys.is_empty() {
         return Err(invalid(origin, "JWKS holds no keys"));
     }
     Ok(keys)
+}
+
+/// As [`parse_jwks`], for documents scopegate does not control (a JWKS URL): keys that cannot
+/// be used, are for encryption, or fit none of the configured algorithms are skipped with a
+/// warning, so an identity provider publishing mixed key sets still works. At least one key
+/// must be usable.
+pub fn parse_jwks_skipping(
+    text: &[u8],
+    algorithms: &[Algorithm],
+    origin: &str,
+) -> Result<Vec<VerifyKey>, KeyError> {
+    let set = jwk_set(text, origin)?;
+    let keys: Vec<VerifyKey> = set
+        .keys
+        .iter()
+        .enumerate()
+        .filter(|(_, jwk)| jwk.common.public_key_use != Some(PublicKeyUse::Encryption))
+        .filter_map(
+            |(i, jwk)| match jwk_key(jwk, algorithms, format!("{origin} key #{i}")) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a JWKS key");
+                    None
+                }
+            },
+        )
+        .collect();
+    if keys.is_empty() {
+        return Err(invalid(
+            origin,
+            "JWKS holds no usable key for the configured algorithms",
+        ));
+    }
+    Ok(keys)
+}
+
+fn jwk_set(text: &[u8], origin: &str) -> Result<JwkSet, KeyError> {
+    serde_json::from_slice(text).map_err(|e| invalid(origin, &format!("not a JWKS document: {e}")))
+}
+
+fn jwk_key(jwk: &Jwk, algorithms: &[Algorithm], at: String) -> Result<VerifyKey, KeyError> {
+    let key =
+        DecodingKey::from_jwk(jwk).map_err(|e| invalid(&at, &format!("unusable key: {e}")))?;
+    let mut algs: Vec<Algorithm> = algorithms
+        .iter()
+        .copied()
+        .filter(|a| a.family() == key.family())
+        .collect();
+    if let Some(own) = jwk.common.key_algorithm {
+        let own = Algorithm::try_from(own)
+            .map_err(|_| invalid(&at, &format!("unsupported `alg` {own}")))?;
+        algs.retain(|a| *a == own);
+    }
+    if algs.is_empty() {
+        return Err(invalid(
+            &at,
+            &format!("none of the configured algorithms {algorithms:?} fits this key"),
+        ));
+    }
+    Ok(verify_key(jwk.common.key_id.clone(), algs, key, at))
 }
 
 fn verify_key(
@@ -214,5 +256,30 @@ fn invalid(origin: &str, message: &str) -> KeyError {
     KeyError::Invalid {
         origin: origin.to_owned(),
         message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_documents_skip_keys_that_do_not_fit_but_files_do_not() {
+        let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let jwks = crate::demo::material::jwks_for(rsa.serialize_pem().as_bytes()).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+        let rsa_key = doc["keys"][0].clone();
+        let mut enc = rsa_key.clone();
+        enc["kid"] = "enc".into();
+        enc["use"] = "enc".into();
+        let hmac = serde_json::json!({"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA", "kid": "hs"});
+        doc["keys"] = serde_json::json!([hmac, enc, rsa_key]);
+        let text = doc.to_string();
+        let keys = parse_jwks_skipping(text.as_bytes(), &[Algorithm::RS256], "idp").unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].kid.as_deref(), Some("demo"));
+        assert!(parse_jwks(text.as_bytes(), &[Algorithm::RS256], "file").is_err());
+        let err = parse_jwks_skipping(text.as_bytes(), &[Algorithm::ES256], "idp").unwrap_err();
+        assert!(err.to_string().contains("no usable key"), "{err}");
     }
 }

@@ -31,6 +31,9 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// The token is for a private app (`app_type` claim `private`).
     pub private_app: bool,
+    /// Resolved from an opaque token: its lifetime is the source's (static file, introspection),
+    /// so a missing `exp` is not held against it.
+    pub opaque: bool,
     /// Identity headers for the upstream, built once.
     pub headers: IdentityHeaders,
     /// Scopes resolved against one route table, so a cached token is resolved once per reload.
@@ -83,9 +86,16 @@ impl Identity {
             tenant,
             expires_at,
             private_app: false,
+            opaque: false,
             headers,
             resolved: ArcSwapOption::empty(),
         }
+    }
+
+    /// Marks the identity as resolved from an opaque token.
+    pub fn opaque(mut self) -> Identity {
+        self.opaque = true;
+        self
     }
 
     /// Marks the identity as a private app's.
@@ -236,13 +246,29 @@ pub fn companion_header(kind: Companion) -> HeaderName {
     }
 }
 
+/// Where opaque (non-JWT) tokens are resolved, and which headers carry them.
+#[derive(Debug, Default)]
+pub struct OpaqueSources {
+    pub static_tokens: Option<opaque::StaticTokens>,
+    pub introspection: Option<opaque::Introspector>,
+    /// Platform headers carrying a token instead of `Authorization` (`X-Shopify-Access-Token`).
+    pub headers: Vec<HeaderName>,
+}
+
 /// Finds, verifies and caches bearer credentials.
 #[derive(Debug)]
 pub struct Authenticator {
     verifier: JwtVerifier,
     cache: TokenCache,
     companions: [Option<CompanionVerifier>; 2],
+    opaque: OpaqueSources,
     metrics: Arc<Metrics>,
+}
+
+/// The one credential a request presents.
+enum Presented<'a> {
+    Jwt(&'a str),
+    Opaque(&'a str),
 }
 
 impl Authenticator {
@@ -250,13 +276,74 @@ impl Authenticator {
         verifier: JwtVerifier,
         cache: TokenCache,
         companions: [Option<CompanionVerifier>; 2],
+        opaque: OpaqueSources,
         metrics: Arc<Metrics>,
     ) -> Authenticator {
         Authenticator {
             verifier,
             cache,
             companions,
+            opaque,
             metrics,
+        }
+    }
+
+    /// The credential of the request: one `Authorization: Bearer` or one platform token header,
+    /// never both.
+    fn presented<'h>(&self, headers: &'h HeaderMap) -> Result<Presented<'h>, AuthError> {
+        let bearer = match bearer_token(headers) {
+            Ok(token) => Some(token),
+            Err(AuthError::Missing) => None,
+            Err(e) => return Err(e),
+        };
+        let mut platform = None;
+        for name in &self.opaque.headers {
+            let mut values = headers.get_all(name).iter();
+            if let Some(value) = values.next() {
+                if platform.is_some() || values.next().is_some() {
+                    return Err(AuthError::Ambiguous);
+                }
+                let token = value
+                    .to_str()
+                    .ok()
+                    .filter(|t| !t.is_empty() && t.bytes().all(is_token68))
+                    .ok_or(AuthError::Invalid(TokenError::Malformed))?;
+                platform = Some(token);
+            }
+        }
+        match (bearer, platform) {
+            (Some(_), Some(_)) => Err(AuthError::Ambiguous),
+            (None, None) => Err(AuthError::Missing),
+            (None, Some(token)) => Ok(Presented::Opaque(token)),
+            (Some(token), None) if token.bytes().filter(|b| *b == b'.').count() == 2 => {
+                Ok(Presented::Jwt(token))
+            }
+            (Some(token), None) => Ok(Presented::Opaque(token)),
+        }
+    }
+
+    /// An opaque token: the static token file first, then introspection.
+    async fn resolve_opaque(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+        if let Some(identity) = self
+            .opaque
+            .static_tokens
+            .as_ref()
+            .and_then(|s| s.get(token))
+        {
+            return not_a_companion(identity);
+        }
+        match &self.opaque.introspection {
+            Some(introspector) => match introspector.resolve(token).await {
+                Ok(identity) => not_a_companion(identity),
+                Err(opaque::OpaqueError::Inactive) => Err(AuthError::Invalid(TokenError::Inactive)),
+                Err(opaque::OpaqueError::Unavailable) => {
+                    Err(AuthError::Unavailable("introspection_unavailable"))
+                }
+            },
+            None if self.opaque.static_tokens.is_some() => {
+                Err(AuthError::Invalid(TokenError::Inactive))
+            }
+            None => Err(AuthError::Invalid(TokenError::Malformed)),
         }
     }
 
@@ -312,8 +399,11 @@ impl Authenticator {
     }
 
     /// The identity behind the request's bearer token: from the cache, or verified and cached.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthError> {
-        let token = bearer_token(headers)?;
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthError> {
+        let token = match self.presented(headers)? {
+            Presented::Jwt(token) => token,
+            Presented::Opaque(token) => return self.resolve_opaque(token).await,
+        };
         let now = unix_now();
         let key = hash_token(token);
         if let Some(identity) = self.cache.get(&key, now) {
@@ -321,7 +411,16 @@ impl Authenticator {
             return Ok(identity);
         }
         self.metrics.token_cache_misses.inc();
-        let result = self.verifier.verify(token, now).and_then(|id| {
+        if !self.verifier.has_keys() {
+            return Err(AuthError::Unavailable("keys_not_loaded"));
+        }
+        let mut result = self.verifier.verify(token, now);
+        if result.as_ref().err() == Some(&TokenError::UnknownKey)
+            && self.verifier.refresh_for_unknown_kid().await
+        {
+            result = self.verifier.verify(token, now);
+        }
+        let result = result.and_then(|id| {
             // A companion token is never accepted as the bearer token.
             match id.token_kind.as_deref() {
                 Some(kind) if Companion::ALL.iter().any(|c| c.token_type() == kind) => {
@@ -344,6 +443,16 @@ impl Authenticator {
             .token_cache_entries
             .set(self.cache.len() as i64);
         Ok(identity)
+    }
+}
+
+/// A companion token is never accepted as the bearer token.
+fn not_a_companion(identity: Arc<Identity>) -> Result<Arc<Identity>, AuthError> {
+    match identity.token_kind.as_deref() {
+        Some(kind) if Companion::ALL.iter().any(|c| c.token_type() == kind) => {
+            Err(AuthError::Invalid(TokenError::CompanionAsBearer))
+        }
+        _ => Ok(identity),
     }
 }
 

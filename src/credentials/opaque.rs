@@ -385,7 +385,8 @@ fn identity_from_response(json: &Value, now: u64) -> Result<Identity, OpaqueErro
     };
     Ok(Identity::new(
         subject, client, token_kind, roles, scopes, tenant, expires_at,
-    ))
+    )
+    .opaque())
 }
 
 /// Tokens configured in a file, held only as SHA-256 hashes.
@@ -482,7 +483,8 @@ impl StaticTokens {
                 entry.scope.split_whitespace().map(Into::into).collect(),
                 entry.store_id.map(Into::into),
                 entry.expires_at,
-            );
+            )
+            .opaque();
             tokens.insert(hash, Arc::new(identity));
         }
         Ok(StaticTokens { tokens })

@@ -181,6 +181,18 @@ impl Harness {
         extra: &str,
         tls: bool,
     ) -> Harness {
+        Harness::build_with(routes, upstream_addr, upstream, extra, tls, |c| c).await
+    }
+
+    /// As `build`, with a last edit of the config text.
+    pub async fn build_with(
+        routes: &str,
+        upstream_addr: SocketAddr,
+        upstream: Upstream,
+        extra: &str,
+        tls: bool,
+        edit: impl FnOnce(String) -> String,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let material = material::ensure(&dir.path().join("certs")).unwrap();
         std::fs::create_dir_all(dir.path().join("routes")).unwrap();
@@ -193,6 +205,7 @@ impl Harness {
                 .collect::<Vec<_>>()
                 .join("\n");
         }
+        let config = edit(config);
         let config_path = dir.path().join("scopegate.toml");
         std::fs::write(&config_path, config).unwrap();
         let app = App::build(Config::load(&config_path).unwrap()).unwrap();
