@@ -13,13 +13,27 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::credentials::jwks_remote::RemoteJwks;
 use crate::telemetry::Metrics;
+
+/// Ready to take traffic: started, not shutting down, and every remote key set loaded.
+#[derive(Debug)]
+pub struct Readiness {
+    pub serving: AtomicBool,
+    pub remote_keys: Vec<Arc<RemoteJwks>>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.serving.load(Ordering::Acquire) && self.remote_keys.iter().all(|r| r.has_keys())
+    }
+}
 
 /// Serves the admin endpoints until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -48,7 +62,7 @@ pub async fn serve(
     }
 }
 
-fn answer(req: &Request<Incoming>, metrics: &Metrics, ready: &AtomicBool) -> Response<Full<Bytes>> {
+fn answer(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => (
             StatusCode::OK,
@@ -56,9 +70,7 @@ fn answer(req: &Request<Incoming>, metrics: &Metrics, ready: &AtomicBool) -> Res
             metrics.render(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" if ready.load(Ordering::Acquire) => {
-            (StatusCode::OK, "text/plain", "ready\n".to_owned())
-        }
+        "/readyz" if ready.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin::{self, Readiness};
 use crate::config::{CompanionConfig, Config, KeyConfig};
 use crate::credentials::cache::TokenCache;
 use crate::credentials::jwks_remote::{RemoteJwks, RemoteJwksSpec};
@@ -24,8 +25,8 @@ use crate::listener::{self, ListenerOptions, TlsSettings};
 use crate::routes::{self, Companion, RouteTable};
 use crate::service::{Gateway, GatewaySettings};
 use crate::telemetry::Metrics;
+use crate::tls;
 use crate::upstream::{IdentityHeaderNames, Upstream, UpstreamSpec};
-use crate::{admin, tls};
 
 /// A config that cannot start, with every reason.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +164,10 @@ impl App {
         let proxy_addr = proxy.local_addr().map_err(StartError::one)?;
         let admin_addr = admin_listener.local_addr().map_err(StartError::one)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let ready = Arc::new(AtomicBool::new(true));
+        let ready = Arc::new(Readiness {
+            serving: AtomicBool::new(true),
+            remote_keys: self.remote_keys.clone(),
+        });
         let options = ListenerOptions {
             tls: self.tls.clone(),
             handshake_timeout: self.config.listen.handshake_timeout,
@@ -252,7 +256,7 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -271,7 +275,7 @@ impl Running {
 
     /// Stops accepting, reports not ready, and drains connections (bounded by the drain time).
     pub async fn shutdown(self) {
-        self.ready.store(false, Ordering::Release);
+        self.ready.serving.store(false, Ordering::Release);
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;

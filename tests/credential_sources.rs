@@ -213,6 +213,19 @@ async fn protected_routes_answer_503_until_keys_exist_and_garbage_keeps_the_last
         StatusCode::OK,
         "public routes need no keys"
     );
+    let readyz = format!("http://{}/readyz", h.running.admin_addr);
+    let probe = |url: String| async move {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(probe(readyz.clone()).await, "503", "not ready without keys");
     assert_eq!(h.upstream.count(), 1);
     jwks.set(move |_| (200, good.clone()));
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
@@ -224,6 +237,7 @@ async fn protected_routes_answer_503_until_keys_exist_and_garbage_keeps_the_last
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(probe(readyz).await, "200", "ready once keys exist");
     // Now the endpoint serves garbage: the last good keys stay.
     jwks.set(|_| (200, "{not json".into()));
     tokio::time::sleep(Duration::from_millis(700)).await;
