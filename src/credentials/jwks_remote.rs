@@ -20,6 +20,7 @@ use jsonwebtoken::Algorithm;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
+use super::idp_client;
 use super::keys::{self, KeyError, VerifyKey};
 use crate::telemetry::Metrics;
 
@@ -102,7 +103,8 @@ impl RemoteJwks {
     pub fn new(spec: RemoteJwksSpec, metrics: Arc<Metrics>) -> RemoteJwks {
         let shown_url = shown_url(&spec.url);
         RemoteJwks {
-            client: Client::builder(TokioExecutor::new()).build(connector()),
+            client: Client::builder(TokioExecutor::new())
+                .build(idp_client::connector("JWKS", spec.timeout)),
             shown_url,
             spec,
             keys: ArcSwap::from_pointee(Vec::new()),
@@ -316,28 +318,6 @@ async fn until_shutdown<F: Future>(
         out = work => Some(out),
         _ = shutdown.wait_for(|stop| *stop) => None,
     }
-}
-
-fn connector() -> HttpsConnector<HttpConnector> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(Arc::clone(&provider))
-    {
-        Ok(builder) => builder,
-        Err(e) => {
-            tracing::warn!(
-                error = %e,
-                "cannot load the system's root certificates; https JWKS fetches will fail"
-            );
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("aws-lc-rs supports the default protocol versions")
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-        }
-    };
-    builder.https_or_http().enable_http1().build()
 }
 
 /// `scheme://host[:port]/path`: no user info, no query (either may carry a secret).

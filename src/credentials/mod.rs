@@ -1,6 +1,7 @@
 //! Credentials: find the bearer token in the request, verify it once, and cache who it speaks for.
 
 pub mod cache;
+pub mod idp_client;
 pub mod jwks_remote;
 pub mod jwt;
 pub mod keys;

@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use super::cache::{TokenCache, TokenHash, hash_token};
-use super::{Identity, unix_now};
+use super::{Identity, idp_client, unix_now};
 use crate::telemetry::Metrics;
 
 /// Largest introspection response read.
@@ -125,29 +125,7 @@ impl Drop for InflightGuard<'_> {
 
 impl Introspector {
     pub fn new(spec: IntrospectionSpec, metrics: Arc<Metrics>) -> Introspector {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider.clone())
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    "introspection: no native root certificates; https introspection will fail"
-                );
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .expect("aws-lc-rs supports the default protocol versions")
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-        };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(spec.timeout));
-        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+        let connector = idp_client::connector("introspection", spec.timeout);
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
