@@ -155,6 +155,15 @@ impl App {
         &self.gateway
     }
 
+    /// Fetches every remote key set once (for one-shot commands such as `explain`).
+    pub async fn load_remote_keys(&self) {
+        for remote in &self.remote_keys {
+            if let Err(e) = remote.refresh().await {
+                tracing::warn!(error = %e, "JWKS URL did not answer");
+            }
+        }
+    }
+
     /// Starts serving on already-bound listeners (tests bind port 0).
     pub fn start(
         self,

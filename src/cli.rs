@@ -36,6 +36,24 @@ enum Command {
     /// Token tools.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Prints the decision for a request and why, without sending anything upstream.
+    /// Exit 0 when it would be forwarded, 1 when refused.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    #[arg(long)]
+    config: PathBuf,
+    /// Bearer token (sent as `Authorization: Bearer T`).
+    #[arg(long)]
+    token: Option<String>,
+    /// Extra request header, `'Name: value'` (repeatable), e.g. a companion token.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    method: String,
+    /// Path with optional query, as a client would send it.
+    path: String,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +163,24 @@ pub fn main() -> ExitCode {
             })
         }
         Command::Routes(RoutesCommand::Check { paths }) => routes_check(paths),
+        Command::Explain(args) => {
+            let config = match Config::load(&args.config) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return config_error(e),
+            };
+            match runtime.block_on(explain(config, args)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => config_error(format!("{e:#}")),
+            }
+        }
         Command::Token(TokenCommand::Mint(args)) => match mint_token(args) {
             Ok(token) => {
                 println!("{token}");
@@ -203,6 +239,78 @@ async fn wait_for_signals(running: Running) {
     }
     tracing::info!("shutting down; draining connections");
     running.shutdown().await;
+}
+
+async fn explain(config: Config, args: ExplainArgs) -> anyhow::Result<bool> {
+    let app = App::build(config)?;
+    app.load_remote_keys().await;
+    let mut request = http::Request::builder()
+        .method(args.method.as_str())
+        .uri(args.path.as_str())
+        .header(http::header::HOST, "localhost");
+    if let Some(token) = &args.token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--header `{h}`: expected 'Name: value'"))?;
+        request = request.header(name.trim(), value.trim());
+    }
+    let (parts, ()) = request.body(())?.into_parts();
+    let e = app.gateway().explain(&parts).await;
+    let dash = || "-".to_owned();
+    println!("request      {} {}", parts.method, args.path);
+    match &e.route {
+        Some((template, source, preset)) => {
+            println!("route        {template}  ({source}, preset {preset})")
+        }
+        None => println!("route        none"),
+    }
+    println!("needs        {}", e.needed.clone().unwrap_or_else(dash));
+    match &e.identity {
+        Some(id) => {
+            let show = |v: &Option<Box<str>>| v.as_deref().unwrap_or("-").to_owned();
+            let roles: Vec<&str> = id.roles.iter().map(|r| &**r).collect();
+            println!(
+                "credentials  kind={} roles={} client={} subject={} store={} exp={}",
+                show(&id.token_kind),
+                if roles.is_empty() {
+                    "-".to_owned()
+                } else {
+                    roles.join(",")
+                },
+                show(&id.client),
+                show(&id.subject),
+                show(&id.tenant),
+                id.expires_at.map_or_else(dash, |t| t.to_string()),
+            );
+            println!(
+                "holds        {}",
+                e.held
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(dash)
+            );
+        }
+        None => println!(
+            "credentials  {}",
+            if args.token.is_some() {
+                "not accepted (see decision)"
+            } else {
+                "none"
+            }
+        ),
+    }
+    let forwarded = e.canonical_path.is_some();
+    match &e.canonical_path {
+        Some(path) => println!("decision     ALLOW: would forward {} {path}", parts.method),
+        None => println!(
+            "decision     DENY {} {} ({})",
+            e.status, e.outcome, e.reason
+        ),
+    }
+    Ok(forwarded)
 }
 
 fn routes_check(paths: Vec<PathBuf>) -> ExitCode {

@@ -210,6 +210,47 @@ impl Gateway {
         }
     }
 
+    /// The decision for a request, without forwarding anything: what `scopegate explain` prints.
+    /// Runs the same `decide` as live traffic.
+    pub async fn explain(&self, parts: &Parts) -> Explanation {
+        let table = self.table.load_full();
+        let (route, identity, refusal, path) = match self.decide(&table, parts).await {
+            Ok(permit) => (
+                Some(permit.route),
+                permit.identity,
+                None,
+                Some(permit.path.into_owned()),
+            ),
+            Err(denied) => (denied.route, denied.identity, Some(denied.refusal), None),
+        };
+        let held = identity.as_ref().zip(route).map(|(id, r)| {
+            let vocabulary = &table.preset(r.preset).vocabulary;
+            vocabulary.describe(&id.scopes_in(&table, r.preset))
+        });
+        let needed = route
+            .and_then(|r| r.rule(&parts.method))
+            .map(|rule| match &**rule {
+                Rule::Public => "nothing (public)".to_owned(),
+                Rule::Protected(requirement) => requirement.needed.to_string(),
+            });
+        Explanation {
+            canonical_path: path,
+            route: route.map(|r| {
+                (
+                    r.template.to_string(),
+                    r.source.to_string(),
+                    table.preset(r.preset).name.to_string(),
+                )
+            }),
+            identity,
+            held,
+            needed,
+            status: refusal.as_ref().map_or(200, |r| r.status().as_u16()),
+            outcome: refusal.as_ref().map_or("forward", Refusal::decision),
+            reason: refusal.as_ref().map_or("permitted", Refusal::reason),
+        }
+    }
+
     /// Normalise, route and authorise. Default deny: only a satisfied rule returns `Ok`.
     async fn decide<'t, 'p>(
         &self,
@@ -361,6 +402,24 @@ impl Gateway {
             );
         }
     }
+}
+
+/// A decision explained (`scopegate explain`).
+#[derive(Debug)]
+pub struct Explanation {
+    /// The path that would be forwarded (only when forwarded).
+    pub canonical_path: Option<String>,
+    /// Template, `file:line`, preset.
+    pub route: Option<(String, String, String)>,
+    pub identity: Option<Arc<Identity>>,
+    /// Scopes held in the route's file, implication applied.
+    pub held: Option<String>,
+    /// What the method's rule needs.
+    pub needed: Option<String>,
+    /// 200 when it would be forwarded (the upstream then answers), else the refusal's status.
+    pub status: u16,
+    pub outcome: &'static str,
+    pub reason: &'static str,
 }
 
 /// What every outcome of one request is recorded with.
