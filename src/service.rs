@@ -131,7 +131,10 @@ impl Gateway {
 
         let permit = match self.decide(&table, &parts).await {
             Ok(permit) => permit,
-            Err(denied) => return self.refuse(&cx, denied),
+            Err(denied) => {
+                drain(body).await;
+                return self.refuse(&cx, denied);
+            }
         };
         let Permit {
             route,
@@ -146,7 +149,10 @@ impl Gateway {
         };
         let uri = match upstream.uri(&path, parts.uri.query()) {
             Ok(uri) => uri,
-            Err(refusal) => return self.refuse(&cx, deny(refusal)),
+            Err(refusal) => {
+                drain(body).await;
+                return self.refuse(&cx, deny(refusal));
+            }
         };
         self.metrics
             .decision_seconds
@@ -428,6 +434,23 @@ struct Ctx<'a> {
     method: &'static str,
     started: Instant,
     conn: ConnInfo,
+}
+
+/// Most of a refused request's body read before answering, and how long that may take.
+const DRAIN_LIMIT: usize = 64 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reads (and drops) a small unread request body before a refusal, so that the client has
+/// finished sending when the answer comes: otherwise HTTP/2 resets the stream under a client
+/// still uploading and some clients lose the response, and HTTP/1.1 loses keep-alive. Bounded
+/// in size and time; bodiless requests cost nothing.
+async fn drain(body: Incoming) {
+    use http_body_util::BodyExt;
+    use hyper::body::Body;
+    if body.is_end_stream() {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIME, Limited::new(body, DRAIN_LIMIT).collect()).await;
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
