@@ -55,6 +55,28 @@ impl From<AuthError> for Refusal {
 }
 
 impl Refusal {
+    /// A refusal about the credentials or what they grant (as opposed to a malformed request,
+    /// an unknown route or an upstream failure): the kind shadow mode lets through.
+    pub fn is_authorization(&self) -> bool {
+        match self {
+            Refusal::MissingCredentials
+            | Refusal::InvalidToken(_)
+            | Refusal::InsufficientScope { .. }
+            | Refusal::Gated { .. }
+            | Refusal::WrongTenant
+            | Refusal::CredentialsUnavailable(_) => true,
+            Refusal::BadTarget(_)
+            | Refusal::Ambiguous(_)
+            | Refusal::NoRoute
+            | Refusal::MethodNotAllowed { .. }
+            | Refusal::AmbiguousCredentials
+            | Refusal::BodyTooLarge
+            | Refusal::UpstreamUnreachable
+            | Refusal::UpstreamFailed
+            | Refusal::UpstreamTimeout => false,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::BadTarget(_) | Refusal::Ambiguous(_) | Refusal::AmbiguousCredentials => {

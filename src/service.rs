@@ -129,8 +129,26 @@ impl Gateway {
             conn,
         };
 
+        // Shadow mode (`enforce = false`): an authorization denial is counted and logged as
+        // `would_deny`, and the request goes on. Never for malformed requests or unknown routes.
+        let mut shadow: Option<&'static str> = None;
         let permit = match self.decide(&table, &parts).await {
             Ok(permit) => permit,
+            Err(Denied {
+                route: Some(route),
+                identity,
+                refusal,
+            }) if !route.enforce && refusal.is_authorization() => {
+                shadow = Some(refusal.reason());
+                match path::normalise(parts.uri.path()) {
+                    Ok(path) => Permit {
+                        route,
+                        identity,
+                        path,
+                    },
+                    Err(e) => return self.refuse(&cx, Denied::bare(Refusal::BadTarget(e))),
+                }
+            }
             Err(denied) => {
                 drain(body).await;
                 return self.refuse(&cx, denied);
@@ -192,17 +210,21 @@ impl Gateway {
         match result {
             Ok(mut response) => {
                 remove_hop_by_hop(response.headers_mut());
+                let (decision, reason) = match shadow {
+                    None => ("allow", "permitted"),
+                    Some(reason) => ("would_deny", reason),
+                };
                 self.metrics
                     .requests
-                    .with_label_values(&[&route.template, cx.method, "allow"])
+                    .with_label_values(&[&route.template, cx.method, decision])
                     .inc();
                 self.log(
                     &cx,
                     &route.template,
                     identity.as_deref(),
                     response.status().as_u16(),
-                    "allow",
-                    "permitted",
+                    decision,
+                    reason,
                 );
                 response.map(Either::Left)
             }

@@ -303,3 +303,70 @@ async fn settings_for_unknown_presets_or_functions_fail_at_load() {
         assert!(err.contains(expected), "{err}");
     }
 }
+
+const SHADOW: &str = r#"
+[preset]
+name = "shadow"
+
+[[route]]
+path = "/new/orders"
+read = { scopes = ["read_orders"] }
+enforce = false
+
+[[route]]
+path = "/old/orders"
+read = { scopes = ["read_orders"] }
+"#;
+
+#[tokio::test]
+async fn shadow_mode_counts_would_deny_but_forwards() {
+    let h = Harness::start(SHADOW).await;
+    let wrong = h.token(json!({"scope": "read_products"}));
+    assert_eq!(
+        h.get("/new/orders", Some(&wrong)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(h.get("/new/orders", None).await.status, StatusCode::OK);
+    assert_eq!(
+        h.get("/new/orders", Some("garbage")).await.status,
+        StatusCode::OK
+    );
+    assert!(
+        h.upstream
+            .last()
+            .headers
+            .get("x-scopegate-scopes")
+            .is_none(),
+        "no identity for a bad token"
+    );
+    // Malformed requests are still refused in shadow mode.
+    assert_eq!(
+        h.get("/new/orders/../x", Some(&wrong)).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        h.send(Version::H1, "POST", "/new/orders", Some(&wrong), &[])
+            .await
+            .status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    // Enforcing routes are untouched.
+    assert_eq!(
+        h.get("/old/orders", Some(&wrong)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(h.upstream.count(), 3);
+    let m = h.metrics().await;
+    assert!(
+        m.contains(
+            r#"scopegate_requests_total{decision="would_deny",method="GET",route="/new/orders"} 3"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            r#"scopegate_requests_total{decision="forbidden",method="GET",route="/old/orders"} 1"#
+        ),
+        "{m}"
+    );
+}

@@ -265,6 +265,7 @@ impl Route {
             allow: self.allow.clone(),
             template_header: header_value(pattern),
             tenant: self.tenant.clone(),
+            enforce: self.enforce,
         }
     }
 }
@@ -529,6 +530,7 @@ impl FileCx<'_> {
             allow: header_value(&allow.join(", ")),
             template_header: header_value(path),
             tenant,
+            enforce: r.enforce,
         })
     }
 

@@ -150,6 +150,10 @@ pub struct RouteSpec {
     pub below: bool,
     pub upstream: Option<String>,
     pub tenant: Option<Spanned<TenantSpec>>,
+    /// `false`: shadow mode. Decide and count `would_deny`, but forward anyway (for rolling a
+    /// new rule out safely). Default `true`.
+    #[serde(default = "enforce_default")]
+    pub enforce: bool,
     /// GET and HEAD.
     pub read: Option<Spanned<RuleSpec>>,
     /// POST, PUT, PATCH and DELETE.
@@ -212,4 +216,8 @@ pub struct ExampleSpec {
 
 fn default_method() -> String {
     "GET".into()
+}
+
+fn enforce_default() -> bool {
+    true
 }

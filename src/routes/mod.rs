@@ -97,6 +97,8 @@ pub struct Route {
     /// The template as a header value (`X-Scopegate-Route`).
     pub template_header: HeaderValue,
     pub tenant: Option<TenantBinding>,
+    /// `false`: shadow mode (authorization denials are counted and forwarded).
+    pub enforce: bool,
 }
 
 /// Where the request names its store, which must equal the token's.
