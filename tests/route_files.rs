@@ -65,6 +65,10 @@ fn broken_files_fail_with_file_line_and_reason() {
         ),
         ("not-toml.toml", "tests/routes-broken/not-toml.toml:1:"),
         (
+            "misspelt-scope.toml",
+            "tests/routes-broken/misspelt-scope.toml:10: scope `read_oders` is not in this file's vocabulary (did you mean `read_orders`?)",
+        ),
+        (
             "tenant-capture.toml",
             "tests/routes-broken/tenant-capture.toml:7: tenant: path `/stores/{id}/orders` has no capture `{store_id}`",
         ),

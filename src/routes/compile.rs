@@ -128,6 +128,7 @@ pub fn compile(
             name: &source.name,
             text: &source.text,
             errors: &mut errors,
+            declared: None,
         };
         let file: RouteFile = match toml::from_str(&source.text) {
             Ok(f) => f,
@@ -274,6 +275,8 @@ struct FileCx<'a> {
     name: &'a str,
     text: &'a str,
     errors: &'a mut Vec<CompileError>,
+    /// The file's declared scope vocabulary (`[scopes] vocabulary`), when it has one.
+    declared: Option<Vec<String>>,
 }
 
 impl FileCx<'_> {
@@ -296,8 +299,16 @@ impl FileCx<'_> {
 
     fn vocabulary(&mut self, file: &RouteFile) -> Option<Vocabulary> {
         let before = self.errors.len();
+        self.declared = file.scopes.vocabulary.as_ref().map(|names| {
+            // Alias spellings are declared by `[scopes] aliases`.
+            let mut all = names.get_ref().clone();
+            all.extend(file.scopes.aliases.keys().cloned());
+            all
+        });
         let mut v = Vocabulary::default();
         for (alias, target) in &file.scopes.aliases {
+            let line = self.line(target.span().start);
+            self.check_declared(target.get_ref(), line);
             if let Err(e) = v.alias(alias, target.get_ref()) {
                 let line = self.line(target.span().start);
                 self.error(Some(line), e.to_string(), None);
@@ -425,7 +436,28 @@ impl FileCx<'_> {
         }
     }
 
+    /// A file that declares its vocabulary may use no other scope name (catches misspellings).
+    fn check_declared(&mut self, name: &str, line: usize) -> bool {
+        let Some(declared) = &self.declared else {
+            return true;
+        };
+        if declared.iter().any(|d| d == name) {
+            return true;
+        }
+        let hint = suggest(name, declared.iter().map(String::as_str))
+            .or_else(|| Some("add it to `[scopes] vocabulary`".into()));
+        self.error(
+            Some(line),
+            format!("scope `{name}` is not in this file's vocabulary"),
+            hint,
+        );
+        false
+    }
+
     fn intern(&mut self, v: &mut Vocabulary, name: &str, line: usize) -> Option<u16> {
+        if !self.check_declared(name, line) {
+            return None;
+        }
         if !is_scope_name(name) {
             self.error(
                 Some(line),

@@ -59,6 +59,9 @@ pub enum ErrorStyle {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScopesSpec {
+    /// The complete list of scope names this file may use. When given, any other name in the
+    /// file (a misspelling) is an error.
+    pub vocabulary: Option<Spanned<Vec<String>>>,
     /// Scope names this file accepts in tokens even if no route requires them.
     #[serde(default)]
     pub known: Vec<Spanned<String>>,
