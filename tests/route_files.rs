@@ -97,3 +97,13 @@ fn missing_files_are_reported() {
     assert!(!ok);
     assert!(text.contains("does-not-exist.toml: cannot read"), "{text}");
 }
+
+#[test]
+fn two_files_claiming_the_same_paths_fail() {
+    let (ok, text) = check(&["tests/routes-broken/cross/"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("tests/routes-broken/cross/b.toml:4: route `/api/v1/{*rest}` can match the same requests as `/api/{version}/graphql.json` of preset `storefront` (tests/routes-broken/cross/a.toml:4) (give each preset its own path prefix)"),
+        "{text}"
+    );
+}

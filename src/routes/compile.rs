@@ -204,6 +204,7 @@ pub fn compile(
             examples,
         });
     }
+    cross_preset_overlaps(&routes, &presets, &mut errors);
     for name in settings.keys() {
         if !names.contains_key(name) {
             errors.push(CompileError {
@@ -224,6 +225,81 @@ pub fn compile(
     } else {
         Err(errors)
     }
+}
+
+/// Two files must never both claim a request path: matchit would settle it by specificity, so
+/// which file judges a request would depend on the other file's patterns.
+fn cross_preset_overlaps(routes: &[Route], presets: &[Preset], errors: &mut Vec<CompileError>) {
+    for (i, a) in routes.iter().enumerate() {
+        for b in &routes[i + 1..] {
+            if a.preset != b.preset && patterns_overlap(&a.template, &b.template) {
+                let (file, line) = b.source.rsplit_once(':').unwrap_or((&b.source, ""));
+                errors.push(CompileError {
+                    file: file.to_owned(),
+                    line: line.parse().ok(),
+                    message: format!(
+                        "route `{}` can match the same requests as `{}` of preset `{}` ({})",
+                        b.template,
+                        a.template,
+                        presets.get(usize::from(a.preset)).map_or("?", |p| &*p.name),
+                        a.source
+                    ),
+                    hint: Some("give each preset its own path prefix".into()),
+                });
+            }
+        }
+    }
+}
+
+/// One segment of a matchit pattern.
+enum Segment<'a> {
+    Static(&'a str),
+    /// `prefix{name}suffix`
+    Param(&'a str, &'a str),
+    CatchAll,
+}
+
+fn segments(pattern: &str) -> Vec<Segment<'_>> {
+    pattern
+        .split('/')
+        .skip(1)
+        .map(|seg| match (seg.find('{'), seg.rfind('}')) {
+            (Some(open), Some(_)) if seg[open..].starts_with("{*") => Segment::CatchAll,
+            (Some(open), Some(close)) => Segment::Param(&seg[..open], &seg[close + 1..]),
+            _ => Segment::Static(seg),
+        })
+        .collect()
+}
+
+/// True when some request path matches both patterns.
+fn patterns_overlap(a: &str, b: &str) -> bool {
+    let (a, b) = (segments(a), segments(b));
+    for i in 0.. {
+        match (a.get(i), b.get(i)) {
+            (None, None) => return true,
+            // A catch-all needs at least one more segment, which the other can supply.
+            (Some(Segment::CatchAll), Some(_)) | (Some(_), Some(Segment::CatchAll)) => return true,
+            (None, Some(_)) | (Some(_), None) => return false,
+            (Some(x), Some(y)) => {
+                let fits = match (x, y) {
+                    (Segment::Static(s), Segment::Static(t)) => s == t,
+                    (Segment::Static(s), Segment::Param(p, x))
+                    | (Segment::Param(p, x), Segment::Static(s)) => {
+                        s.len() > p.len() + x.len() && s.starts_with(p) && s.ends_with(x)
+                    }
+                    (Segment::Param(p1, x1), Segment::Param(p2, x2)) => {
+                        (p1.starts_with(p2) || p2.starts_with(p1))
+                            && (x1.ends_with(x2) || x2.ends_with(x1))
+                    }
+                    (Segment::CatchAll, _) | (_, Segment::CatchAll) => true,
+                };
+                if !fits {
+                    return false;
+                }
+            }
+        }
+    }
+    unreachable!("the loop returns once both patterns end")
 }
 
 /// The matchit patterns one `[[route]]` inserts.
@@ -832,4 +908,34 @@ pub fn compile_paths(
 ) -> Result<RouteTable, Vec<CompileError>> {
     let sources = load_paths(paths).map_err(|e| vec![e])?;
     compile(&sources, options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::patterns_overlap;
+
+    #[test]
+    fn overlapping_patterns_are_found() {
+        assert!(patterns_overlap(
+            "/api/{version}/graphql.json",
+            "/api/v1/graphql.json"
+        ));
+        assert!(patterns_overlap(
+            "/api/v1/{*rest}",
+            "/api/{version}/graphql.json"
+        ));
+        assert!(patterns_overlap("/a/{id}.json", "/a/{x}"));
+        assert!(patterns_overlap("/a", "/a"));
+        assert!(!patterns_overlap(
+            "/api/{version}/graphql.json",
+            "/api/v1/orders"
+        ));
+        assert!(!patterns_overlap(
+            "/api/{version}/graphql.json",
+            "/api/v1/orders/{*rest}"
+        ));
+        assert!(!patterns_overlap("/a/{id}.json", "/a/x.xml"));
+        assert!(!patterns_overlap("/a/{*rest}", "/a"));
+        assert!(!patterns_overlap("/v2/orders", "/v2/orders/{id}"));
+    }
 }
