@@ -286,6 +286,7 @@ impl Gateway {
         parts: &'p Parts,
     ) -> Result<Permit<'t, 'p>, Denied<'t>> {
         check_authority(parts).map_err(Denied::bare)?;
+        check_query(parts).map_err(Denied::bare)?;
         let path =
             path::normalise(parts.uri.path()).map_err(|e| Denied::bare(Refusal::BadTarget(e)))?;
         let Some(matched) = table.find(&path) else {
@@ -482,6 +483,23 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// RFC 6750 2.3 puts tokens in the query (`access_token=`); scopegate refuses that form, which
+/// leaks tokens into URLs and logs, rather than forward a credential it did not judge.
+fn check_query(parts: &Parts) -> Result<(), Refusal> {
+    let Some(query) = parts.uri.query() else {
+        return Ok(());
+    };
+    let carries_token = query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        name.eq_ignore_ascii_case("access_token") || name.eq_ignore_ascii_case("access%5Ftoken")
+    });
+    if carries_token {
+        Err(Refusal::Ambiguous("token_in_query"))
+    } else {
+        Ok(())
+    }
 }
 
 /// An absolute-form target (HTTP/1.1) or `:authority` (HTTP/2) must agree with `Host`.

@@ -170,6 +170,12 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// Headers some frameworks read as "the real method" (a POST judged as POST would run as DELETE).
+static METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const IDENTITY_PREFIX: &[u8] = b"x-scopegate-";
@@ -227,6 +233,10 @@ pub fn prepare_request_headers(
         headers.remove(name);
     }
     headers.remove(&FORWARDED);
+    // The method that was judged is the method the upstream runs.
+    for name in &METHOD_OVERRIDES {
+        headers.remove(name);
+    }
     if let Ok(v) = HeaderValue::from_str(&cx.peer.ip().to_string()) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }

@@ -453,6 +453,54 @@ async fn metrics_count_decisions_by_route_template_and_never_carry_paths_or_toke
 }
 
 #[tokio::test]
+async fn method_override_headers_never_reach_upstream() {
+    let h = Harness::start(TEST_ROUTES).await;
+    let reader = h.token(json!({"scope": "read_orders"}));
+    let overrides = [
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("x-method-override", "DELETE"),
+    ];
+    let reply = h
+        .send(
+            Version::H1,
+            "GET",
+            "/shop/orders/1",
+            Some(&reader),
+            &overrides,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let seen = h.upstream.last();
+    assert_eq!(seen.method, "GET");
+    for (name, _) in overrides {
+        assert!(seen.headers.get(name).is_none(), "{name} was forwarded");
+    }
+}
+
+#[tokio::test]
+async fn tokens_in_the_query_string_are_refused() {
+    let h = Harness::start(TEST_ROUTES).await;
+    let token = h.token(json!({"scope": "read_orders"}));
+    for query in [
+        format!("access_token={token}"),
+        format!("limit=5&ACCESS_TOKEN={token}"),
+        format!("access%5Ftoken={token}"),
+    ] {
+        let reply = h.get(&format!("/shop/orders?{query}"), Some(&token)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(!String::from_utf8_lossy(&reply.body).contains(&token[..20]));
+    }
+    assert_eq!(
+        h.get("/shop/orders?token_hint=x", Some(&token))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(h.upstream.count(), 1);
+}
+
+#[tokio::test]
 async fn public_routes_need_no_credentials() {
     let h = Harness::start(TEST_ROUTES).await;
     assert_eq!(h.get("/shop/health", None).await.status, StatusCode::OK);
