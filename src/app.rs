@@ -198,8 +198,14 @@ impl App {
         for remote in &self.remote_keys {
             tasks.push(remote.spawn_refresher(shutdown_rx.clone()));
         }
+        let app = Arc::new(self);
+        if app.config.reload.watch {
+            // The baseline is what was loaded, taken now, not when the task first runs.
+            let loaded = fingerprint(&app.config);
+            tasks.push(tokio::spawn(watch_files(app.clone(), loaded, shutdown_rx)));
+        }
         Ok(Running {
-            app: self,
+            app,
             proxy_addr,
             admin_addr,
             shutdown: shutdown_tx,
@@ -261,7 +267,7 @@ impl App {
 /// A started proxy.
 #[derive(Debug)]
 pub struct Running {
-    app: App,
+    app: Arc<App>,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -290,6 +296,47 @@ impl Running {
             let _ = task.await;
         }
     }
+}
+
+/// Reloads when the content of a route file, the certificate or the key changes. Content, not
+/// mtime: a Kubernetes `..data` symlink swap changes what the paths read, whatever the times.
+async fn watch_files(app: Arc<App>, loaded: u64, mut shutdown: watch::Receiver<bool>) {
+    let mut seen = loaded;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(app.config.reload.interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = fingerprint(&app.config);
+        if now != seen {
+            seen = now;
+            tracing::info!("configuration files changed; reloading");
+            // A failed reload keeps the running table (and is counted); the next change retries.
+            let _ = app.reload();
+        }
+    }
+}
+
+/// A hash of every watched file's name and content (unreadable files hash as absent).
+fn fingerprint(config: &Config) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match routes::load_paths(&config.routes.paths) {
+        Ok(sources) => {
+            for s in sources {
+                s.name.hash(&mut h);
+                s.text.hash(&mut h);
+            }
+        }
+        Err(e) => e.to_string().hash(&mut h),
+    }
+    for path in [&config.listen.tls_cert, &config.listen.tls_key]
+        .into_iter()
+        .flatten()
+    {
+        std::fs::read(path).ok().hash(&mut h);
+    }
+    h.finish()
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {

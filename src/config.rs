@@ -32,6 +32,8 @@ pub struct Config {
     pub forwarding: ForwardingConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Operator settings per preset name: approved clients, enabled business functions.
     #[serde(default)]
     pub presets: BTreeMap<String, PresetSettings>,
@@ -280,6 +282,26 @@ impl Default for LogConfig {
     }
 }
 
+/// Reload on file change (besides SIGHUP): route files and the TLS certificate and key are
+/// polled, by content, so a Kubernetes ConfigMap/Secret `..data` symlink swap is seen too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    #[serde(default = "default_watch_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            interval: default_watch_interval(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -403,6 +425,9 @@ impl Config {
     }
 }
 
+fn default_watch_interval() -> Duration {
+    Duration::from_secs(2)
+}
 fn default_jwks_refresh() -> Duration {
     Duration::from_secs(300)
 }

@@ -175,3 +175,74 @@ async fn failed_tls_handshakes_are_counted() {
         "{m}"
     );
 }
+
+/// A harness that polls its files every 100 ms.
+async fn watching() -> Harness {
+    let upstream = Upstream::start(Behaviour::Answer).await;
+    Harness::build_with(TEST_ROUTES, upstream.addr, upstream, "", true, |c| {
+        c.replace("watch = false", "watch = true\ninterval = \"100ms\"")
+    })
+    .await
+}
+
+async fn eventually(h: &Harness, path: &str, token: &str, want: StatusCode) {
+    for _ in 0..100 {
+        if h.get(path, Some(token)).await.status == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    panic!("{path} never answered {want}");
+}
+
+#[tokio::test]
+async fn a_changed_route_file_is_picked_up_and_a_broken_one_is_not() {
+    let h = watching().await;
+    let token = h.token(json!({"scope": "read_orders"}));
+    let extended = format!(
+        "{TEST_ROUTES}\n[[route]]\npath = \"/shop/invoices\"\nread = {{ scopes = [\"read_orders\"] }}\n"
+    );
+    std::fs::write(h.routes_dir().join("test.toml"), &extended).unwrap();
+    eventually(&h, "/shop/invoices", &token, StatusCode::OK).await;
+    std::fs::write(h.routes_dir().join("test.toml"), "[[route]\nbroken").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        h.get("/shop/invoices", Some(&token)).await.status,
+        StatusCode::OK,
+        "broken file keeps the table"
+    );
+    let m = h.metrics().await;
+    assert!(
+        m.contains(r#"scopegate_config_reloads_total{result="failure"} 1"#),
+        "{m}"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_kubernetes_configmap_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let h = watching().await;
+    let token = h.token(json!({"scope": "read_orders"}));
+    let dir = h.routes_dir();
+    // The layout a ConfigMap volume has: file -> ..data/file, ..data -> ..<timestamp>/.
+    std::fs::create_dir(dir.join("..2026_11_22_v1")).unwrap();
+    std::fs::write(dir.join("..2026_11_22_v1/test.toml"), TEST_ROUTES).unwrap();
+    symlink("..2026_11_22_v1", dir.join("..data")).unwrap();
+    std::fs::remove_file(dir.join("test.toml")).unwrap();
+    symlink("..data/test.toml", dir.join("test.toml")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.get("/shop/invoices", Some(&token)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // The kubelet writes a new directory and swaps `..data` atomically.
+    let extended = format!(
+        "{TEST_ROUTES}\n[[route]]\npath = \"/shop/invoices\"\nread = {{ scopes = [\"read_orders\"] }}\n"
+    );
+    std::fs::create_dir(dir.join("..2026_11_22_v2")).unwrap();
+    std::fs::write(dir.join("..2026_11_22_v2/test.toml"), extended).unwrap();
+    symlink("..2026_11_22_v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    eventually(&h, "/shop/invoices", &token, StatusCode::OK).await;
+}

@@ -327,6 +327,8 @@ jwks_file = {jwks}
 algorithms = ["RS256"]
 [log]
 access = true
+[reload]
+watch = false
 {extra}
 "#,
         cert = q(&material.tls_cert),
