@@ -395,10 +395,6 @@ impl Authenticator {
         Some(Ok(identity))
     }
 
-    pub fn verifier(&self) -> &JwtVerifier {
-        &self.verifier
-    }
-
     /// The identity behind the request's bearer token: from the cache, or verified and cached.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthError> {
         let token = match self.presented(headers)? {
@@ -422,12 +418,10 @@ impl Authenticator {
             result = self.verifier.verify(token, now);
         }
         let result = result.and_then(|id| {
-            // A companion token is never accepted as the bearer token.
-            match id.token_kind.as_deref() {
-                Some(kind) if Companion::ALL.iter().any(|c| c.token_type() == kind) => {
-                    Err(TokenError::CompanionAsBearer)
-                }
-                _ => Ok(id),
+            if is_companion(&id) {
+                Err(TokenError::CompanionAsBearer)
+            } else {
+                Ok(id)
             }
         });
         let label = match &result {
@@ -447,13 +441,20 @@ impl Authenticator {
     }
 }
 
-/// A companion token is never accepted as the bearer token.
+/// True for a companion token's identity, which is never accepted as the bearer token.
+fn is_companion(identity: &Identity) -> bool {
+    identity
+        .token_kind
+        .as_deref()
+        .is_some_and(|kind| Companion::ALL.iter().any(|c| c.token_type() == kind))
+}
+
+/// An opaque bearer token's identity, unless it is a companion token's.
 fn not_a_companion(identity: Arc<Identity>) -> Result<Arc<Identity>, AuthError> {
-    match identity.token_kind.as_deref() {
-        Some(kind) if Companion::ALL.iter().any(|c| c.token_type() == kind) => {
-            Err(AuthError::Invalid(TokenError::CompanionAsBearer))
-        }
-        _ => Ok(identity),
+    if is_companion(&identity) {
+        Err(AuthError::Invalid(TokenError::CompanionAsBearer))
+    } else {
+        Ok(identity)
     }
 }
 
