@@ -69,6 +69,7 @@ impl App {
                     response_timeout: u.response_timeout,
                     pool_idle_timeout: u.pool_idle_timeout,
                     pool_max_idle: u.pool_max_idle,
+                    read_ahead: config.limits.buffer_body_bytes,
                 })
                 .map_err(StartError::one)
             })
@@ -126,6 +127,14 @@ impl App {
             max_request_body: config.limits.max_request_body_bytes,
             identity_headers: identity_header_names(&config)?,
             access_log: config.log.access,
+            read_ahead: config.limits.buffer_body_bytes,
+            request_body_timeout: config.limits.request_body_timeout,
+            cors: match &config.cors {
+                Some(c) => Some(Arc::new(
+                    crate::cors::Cors::new(c).map_err(|e| StartError::one(format!("cors: {e}")))?,
+                )),
+                None => None,
+            },
         };
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(ArcSwap::new(

@@ -34,6 +34,10 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// Browser cross-origin access (`[cors]`); absent means no CORS headers and preflights are
+    /// judged like any other OPTIONS request.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
     /// Operator settings per preset name: approved clients, enabled business functions.
     #[serde(default)]
     pub presets: BTreeMap<String, PresetSettings>,
@@ -222,6 +226,20 @@ pub struct LimitsConfig {
     pub h2_max_header_list_bytes: u32,
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub shutdown_drain: Duration,
+    /// Request line plus headers of one HTTP/1.1 request; larger is refused with 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// A connection with no bytes either way and no request in flight this long is closed.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest wait for the next piece of a request body (408 when it does not come).
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub request_body_timeout: Duration,
+    /// Request and response bodies up to this size are read whole before they are passed on,
+    /// so that a broken or cut-off body is refused (400, 502) rather than half-delivered.
+    /// Larger bodies stream.
+    #[serde(default = "default_buffer_bytes")]
+    pub buffer_body_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -234,8 +252,40 @@ impl Default for LimitsConfig {
             h2_max_concurrent_streams: default_h2_streams(),
             h2_max_header_list_bytes: default_h2_header_list(),
             shutdown_drain: default_drain(),
+            max_header_bytes: default_max_header_bytes(),
+            idle_timeout: default_idle_timeout(),
+            request_body_timeout: default_body_timeout(),
+            buffer_body_bytes: default_buffer_bytes(),
         }
     }
+}
+
+/// `[cors]`: which browser origins may call the API. Preflights are answered by scopegate
+/// itself and never forwarded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`https://admin.example.com`), or `"*"` for any (not with credentials).
+    pub allowed_origins: Vec<String>,
+    /// Request headers a browser may send (case-insensitive).
+    #[serde(default = "default_cors_headers")]
+    pub allowed_headers: Vec<String>,
+    /// Response headers scripts may read.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    #[serde(default = "default_cors_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Send `Access-Control-Allow-Credentials: true` (cookies, client certificates).
+    #[serde(default)]
+    pub allow_credentials: bool,
+}
+
+fn default_cors_headers() -> Vec<String> {
+    vec!["authorization".into(), "content-type".into()]
+}
+fn default_cors_max_age() -> Duration {
+    crate::cors::DEFAULT_MAX_AGE
 }
 
 /// Identity header names (`[forwarding.identity_headers]`); any header beginning with
@@ -380,6 +430,32 @@ impl Config {
         if self.routes.paths.is_empty() {
             return Err("routes.paths: list at least one route file or directory".into());
         }
+        let limits = &self.limits;
+        for (name, zero) in [
+            ("max_request_body_bytes", limits.max_request_body_bytes == 0),
+            ("max_headers", limits.max_headers == 0),
+            ("max_connections", limits.max_connections == 0),
+            (
+                "h2_max_concurrent_streams",
+                limits.h2_max_concurrent_streams == 0,
+            ),
+            ("header_read_timeout", limits.header_read_timeout.is_zero()),
+            ("idle_timeout", limits.idle_timeout.is_zero()),
+            (
+                "request_body_timeout",
+                limits.request_body_timeout.is_zero(),
+            ),
+        ] {
+            if zero {
+                return Err(format!("limits.{name}: must be greater than zero"));
+            }
+        }
+        if limits.max_header_bytes < 8192 {
+            return Err("limits.max_header_bytes: must be at least 8192".into());
+        }
+        if let Some(cors) = &self.cors {
+            crate::cors::Cors::new(cors).map_err(|e| format!("cors: {e}"))?;
+        }
         if self.realm.contains('"') || self.realm.contains('\\') {
             return Err("realm: must not contain quotes or backslashes".into());
         }
@@ -499,6 +575,18 @@ fn default_h2_header_list() -> u32 {
 }
 fn default_drain() -> Duration {
     Duration::from_secs(20)
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_buffer_bytes() -> usize {
+    64 * 1024
 }
 fn default_log_format() -> LogFormat {
     LogFormat::Text

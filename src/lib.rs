@@ -4,14 +4,17 @@
 //! The data path, in module order: [`listener`] (TCP, TLS) -> [`service`] (one request, top to
 //! bottom) -> [`path`] (normalisation) -> [`routes`] (compiled table) -> [`credentials`]
 //! (bearer token, verified once, cached) -> [`policy`] (the decision) -> [`upstream`]
-//! (forwarding) -> [`telemetry`] (metrics, access log). [`refusal`] turns every non-upstream
+//! (forwarding, with [`body`] bounding what passes either way) -> [`telemetry`] (metrics,
+//! access log). [`cors`] answers browser preflights. [`refusal`] turns every non-upstream
 //! outcome into a response. [`config`], [`app`] and [`cli`] wire it up; [`demo`] and [`mint`]
 //! are the developer tools.
 
 pub mod admin;
 pub mod app;
+pub mod body;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod credentials;
 pub mod demo;
 pub mod listener;

@@ -18,6 +18,13 @@ pub enum Refusal {
     BadTarget(PathError),
     /// Host and request target disagree, or similar ambiguity in the request.
     Ambiguous(&'static str),
+    /// Framing scopegate will not relay (a second Transfer-Encoding, an upgrade, no Host, a
+    /// broken chunked body): 400 and the connection is closed.
+    Malformed(&'static str),
+    /// The request body stopped arriving: 408 and the connection is closed.
+    BodyTimeout,
+    /// A browser preflight from an origin, for a method or with headers `[cors]` does not allow.
+    CorsRejected(&'static str),
     NoRoute,
     MethodNotAllowed {
         allow: HeaderValue,
@@ -67,6 +74,9 @@ impl Refusal {
             | Refusal::CredentialsUnavailable(_) => true,
             Refusal::BadTarget(_)
             | Refusal::Ambiguous(_)
+            | Refusal::Malformed(_)
+            | Refusal::BodyTimeout
+            | Refusal::CorsRejected(_)
             | Refusal::NoRoute
             | Refusal::MethodNotAllowed { .. }
             | Refusal::AmbiguousCredentials
@@ -77,11 +87,23 @@ impl Refusal {
         }
     }
 
+    /// After this answer the connection is closed: what follows on it cannot be trusted to
+    /// start where scopegate thinks it does.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Malformed(_) | Refusal::BodyTimeout | Refusal::BodyTooLarge
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::BadTarget(_) | Refusal::Ambiguous(_) | Refusal::AmbiguousCredentials => {
-                StatusCode::BAD_REQUEST
-            }
+            Refusal::BadTarget(_)
+            | Refusal::Ambiguous(_)
+            | Refusal::Malformed(_)
+            | Refusal::AmbiguousCredentials => StatusCode::BAD_REQUEST,
+            Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::CorsRejected(_) => StatusCode::FORBIDDEN,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
@@ -98,9 +120,12 @@ impl Refusal {
     /// The `decision` metric label.
     pub fn decision(&self) -> &'static str {
         match self {
-            Refusal::BadTarget(_) | Refusal::Ambiguous(_) | Refusal::AmbiguousCredentials => {
-                "bad_request"
-            }
+            Refusal::BadTarget(_)
+            | Refusal::Ambiguous(_)
+            | Refusal::Malformed(_)
+            | Refusal::BodyTimeout
+            | Refusal::AmbiguousCredentials => "bad_request",
+            Refusal::CorsRejected(_) => "cors_rejected",
             Refusal::NoRoute => "no_route",
             Refusal::MethodNotAllowed { .. } => "method_not_allowed",
             Refusal::MissingCredentials => "unauthenticated",
@@ -120,7 +145,8 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::BadTarget(e) => e.reason(),
-            Refusal::Ambiguous(r) => r,
+            Refusal::Ambiguous(r) | Refusal::Malformed(r) | Refusal::CorsRejected(r) => r,
+            Refusal::BodyTimeout => "request_body_timeout",
             Refusal::NoRoute => "no_route",
             Refusal::MethodNotAllowed { .. } => "method_not_allowed",
             Refusal::MissingCredentials => "no_credentials",
@@ -145,6 +171,9 @@ impl Refusal {
         match self {
             Refusal::BadTarget(e) => e.to_string(),
             Refusal::Ambiguous(r) => format!("ambiguous request: {r}"),
+            Refusal::Malformed(r) => format!("malformed request: {r}"),
+            Refusal::BodyTimeout => "request body did not arrive in time".into(),
+            Refusal::CorsRejected(r) => format!("cross-origin request not allowed: {r}"),
             Refusal::NoRoute => "no route for this path".into(),
             Refusal::MethodNotAllowed { .. } => "method not allowed on this route".into(),
             Refusal::MissingCredentials => "bearer token required".into(),

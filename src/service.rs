@@ -14,6 +14,8 @@ use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 
+use crate::body::{self, BodyError, Relayed};
+use crate::cors::Cors;
 use crate::credentials::{Authenticator, Identity};
 use crate::path;
 use crate::policy::{self, Companions};
@@ -24,8 +26,8 @@ use crate::upstream::{
     ForwardContext, IdentityHeaderNames, Upstream, prepare_request_headers, remove_hop_by_hop,
 };
 
-/// Body of every response: the upstream's, streamed, or one scopegate wrote.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// Body of every response: the upstream's (read ahead, then streamed), or one scopegate wrote.
+pub type ProxyBody = Either<Relayed<Incoming>, Full<Bytes>>;
 
 /// The connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +43,10 @@ pub struct GatewaySettings {
     pub max_request_body: usize,
     pub identity_headers: IdentityHeaderNames,
     pub access_log: bool,
+    /// Bodies up to this size are read whole before they are passed on (`limits.buffer_body_bytes`).
+    pub read_ahead: usize,
+    pub request_body_timeout: std::time::Duration,
+    pub cors: Option<Arc<Cors>>,
 }
 
 /// Everything a request needs: the current route table (swapped whole on reload), credentials,
@@ -127,7 +133,21 @@ impl Gateway {
             method: method_label(&parts.method),
             started: Instant::now(),
             conn,
+            version: parts.version,
+            origin: match self.settings.cors {
+                Some(_) => parts.headers.get(header::ORIGIN).cloned(),
+                None => None,
+            },
         };
+        if let Err(refusal) = check_framing(&parts) {
+            return self.refuse(&cx, Denied::bare(refusal));
+        }
+        if let Some(cors) = &self.settings.cors
+            && Cors::is_preflight(&parts.method, &parts.headers)
+        {
+            drain(body).await;
+            return self.preflight(&cx, cors, &parts);
+        }
 
         // Shadow mode (`enforce = false`): an authorization denial is counted and logged as
         // `would_deny`, and the request goes on. Never for malformed requests or unknown routes.
@@ -150,7 +170,9 @@ impl Gateway {
                 }
             }
             Err(denied) => {
-                drain(body).await;
+                if !denied.refusal.closes_connection() {
+                    drain(body).await;
+                }
                 return self.refuse(&cx, denied);
             }
         };
@@ -198,8 +220,19 @@ impl Gateway {
         );
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
-        let request =
-            Request::from_parts(parts, Limited::new(body, self.settings.max_request_body));
+        // The upstream sees the request only once its body (up to the read-ahead bound) is in.
+        let body = match body::read_ahead(
+            body,
+            self.settings.read_ahead,
+            self.settings.max_request_body as u64,
+            self.settings.request_body_timeout,
+        )
+        .await
+        {
+            Ok(body) => body,
+            Err(e) => return self.refuse(&cx, deny(request_body_refusal(&e))),
+        };
+        let request = Request::from_parts(parts, body);
 
         let forwarded = Instant::now();
         let result = upstream.send(request).await;
@@ -210,6 +243,16 @@ impl Gateway {
         match result {
             Ok(mut response) => {
                 remove_hop_by_hop(response.headers_mut());
+                if let Some(cors) = &self.settings.cors {
+                    cors.decorate(cx.origin.as_ref(), response.headers_mut());
+                }
+                if response.body().is_streaming() {
+                    let failures = self
+                        .metrics
+                        .upstream_errors
+                        .with_label_values(&[&route.template, "response_truncated"]);
+                    response = response.map(|b| b.count_failures(failures));
+                }
                 let (decision, reason) = match shadow {
                     None => ("allow", "permitted"),
                     Some(reason) => ("would_deny", reason),
@@ -401,9 +444,54 @@ impl Gateway {
         let style = route.map_or(ErrorStyle::Problem, |r| {
             cx.table.preset(r.preset).error_style
         });
-        refusal
-            .into_response(style, &self.settings.realm)
-            .map(Either::Right)
+        let closes = refusal.closes_connection();
+        let mut response = refusal.into_response(style, &self.settings.realm);
+        if closes && cx.version <= http::Version::HTTP_11 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(cors) = &self.settings.cors {
+            cors.decorate(cx.origin.as_ref(), response.headers_mut());
+        }
+        response.map(Either::Right)
+    }
+
+    /// A browser preflight, answered here from the route table; never forwarded.
+    fn preflight(&self, cx: &Ctx<'_>, cors: &Cors, parts: &Parts) -> Response<ProxyBody> {
+        let path = match path::normalise(parts.uri.path()) {
+            Ok(path) => path,
+            Err(e) => return self.refuse(cx, Denied::bare(Refusal::BadTarget(e))),
+        };
+        let Some(matched) = cx.table.find(&path) else {
+            return self.refuse(cx, Denied::bare(Refusal::NoRoute));
+        };
+        let route = matched.route;
+        match cors.preflight(route, &parts.headers) {
+            Ok(response) => {
+                self.metrics
+                    .requests
+                    .with_label_values(&[&route.template, cx.method, "preflight"])
+                    .inc();
+                self.log(
+                    cx,
+                    &route.template,
+                    None,
+                    204,
+                    "preflight",
+                    "cors_preflight",
+                );
+                response.map(Either::Right)
+            }
+            Err(why) => self.refuse(
+                cx,
+                Denied {
+                    route: Some(route),
+                    identity: None,
+                    refusal: Refusal::CorsRejected(why),
+                },
+            ),
+        }
     }
 
     /// One access-log line per decision; never the token, never an unmatched path.
@@ -457,6 +545,9 @@ struct Ctx<'a> {
     method: &'static str,
     started: Instant,
     conn: ConnInfo,
+    version: http::Version,
+    /// `Origin`, kept only when `[cors]` is set.
+    origin: Option<HeaderValue>,
 }
 
 /// Most of a refused request's body read before answering, and how long that may take.
@@ -475,6 +566,50 @@ async fn drain(body: Incoming) {
     }
     let _ = tokio::time::timeout(DRAIN_TIME, Limited::new(body, DRAIN_LIMIT).collect()).await;
 }
+
+fn request_body_refusal(e: &BodyError) -> Refusal {
+    match e {
+        BodyError::Idle(_) => Refusal::BodyTimeout,
+        BodyError::TooLarge(_) => Refusal::BodyTooLarge,
+        BodyError::Broken(_) => Refusal::Malformed("bad_request_body"),
+    }
+}
+
+/// What hyper's HTTP/1.1 parser lets through but scopegate will not relay. (Conflicting
+/// lengths, bad chunk sizes, obs-fold, spaces before the colon and non-chunked transfer
+/// codings never get this far: hyper refuses them with 400 and closes.)
+fn check_framing(parts: &Parts) -> Result<(), Refusal> {
+    let headers = &parts.headers;
+    if parts.version <= http::Version::HTTP_11 {
+        let mut hosts = headers.get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (None, _) if parts.version == http::Version::HTTP_11 => {
+                return Err(Refusal::Malformed("missing_host"));
+            }
+            (Some(_), Some(_)) => return Err(Refusal::Malformed("multiple_host")),
+            _ => {}
+        }
+        // Exactly one `Transfer-Encoding: chunked`, or none: `chunked, chunked`, a coding
+        // before it, or the header twice are ways to make two parsers disagree.
+        let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+        if let Some(first) = codings.next()
+            && (codings.next().is_some()
+                || !first
+                    .as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"chunked"))
+        {
+            return Err(Refusal::Malformed("transfer_encoding"));
+        }
+    }
+    // scopegate relays requests, not protocol switches (h2c, WebSocket).
+    if headers.contains_key(header::UPGRADE) || headers.contains_key(&HTTP2_SETTINGS) {
+        return Err(Refusal::Malformed("upgrade"));
+    }
+    Ok(())
+}
+
+static HTTP2_SETTINGS: http::HeaderName = http::HeaderName::from_static("http2-settings");
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers

@@ -9,17 +9,17 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
-use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::{self, BodyError, Relayed};
 use crate::credentials::Identity;
 use crate::refusal::Refusal;
 
-/// Body sent upstream: the client's, cut off past the configured size.
-pub type UpstreamBody = Limited<Incoming>;
+/// Body sent upstream: the client's, read ahead and capped at the configured size.
+pub type UpstreamBody = Relayed<Incoming>;
 
 /// Settings of one upstream (from the serve config).
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct UpstreamSpec {
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// Response bodies up to this size are read whole before the status goes to the client.
+    pub read_ahead: usize,
 }
 
 /// A pooled client bound to one origin.
@@ -41,6 +43,7 @@ pub struct Upstream {
     /// Path prefix of the upstream URL, without a trailing slash ("" for none).
     base_path: String,
     response_timeout: Duration,
+    read_ahead: usize,
     client: Client<HttpConnector, UpstreamBody>,
 }
 
@@ -78,6 +81,7 @@ impl Upstream {
             authority,
             base_path: spec.url.path().trim_end_matches('/').to_owned(),
             response_timeout: spec.response_timeout,
+            read_ahead: spec.read_ahead,
             client,
         })
     }
@@ -101,15 +105,24 @@ impl Upstream {
             .map_err(|_| Refusal::Ambiguous("unforwardable_target"))
     }
 
-    /// Sends the prepared request; answers within the response timeout or fails.
+    /// Sends the prepared request. The response head must come within the response timeout,
+    /// and its body (up to the read-ahead bound) with no gap longer than that: a body that
+    /// breaks or stalls there is a 502 or 504, not a cut-off 200.
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, Refusal> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Err(_) => Err(Refusal::UpstreamTimeout),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(classify(&e)),
+    ) -> Result<Response<Relayed<Incoming>>, Refusal> {
+        let response =
+            match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+                Err(_) => return Err(Refusal::UpstreamTimeout),
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => return Err(classify(&e)),
+            };
+        let (parts, incoming) = response.into_parts();
+        match body::read_ahead(incoming, self.read_ahead, u64::MAX, self.response_timeout).await {
+            Ok(body) => Ok(Response::from_parts(parts, body)),
+            Err(BodyError::Idle(_)) => Err(Refusal::UpstreamTimeout),
+            Err(_) => Err(Refusal::UpstreamFailed),
         }
     }
 }
@@ -117,8 +130,12 @@ impl Upstream {
 fn classify(e: &hyper_util::client::legacy::Error) -> Refusal {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return Refusal::BodyTooLarge;
+        if let Some(e) = s.downcast_ref::<BodyError>() {
+            return match e {
+                BodyError::TooLarge(_) => Refusal::BodyTooLarge,
+                BodyError::Idle(_) => Refusal::BodyTimeout,
+                BodyError::Broken(_) => Refusal::Malformed("bad_request_body"),
+            };
         }
         source = s.source();
     }
