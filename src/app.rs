@@ -348,10 +348,21 @@ fn fingerprint(config: &Config) -> u64 {
     h.finish()
 }
 
+/// Pending connections the kernel holds for us (capped by `net.core.somaxconn`): bursts and
+/// moments without free file descriptors wait here instead of being refused.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|e| StartError::one(format!("cannot listen on {address}: {e}")))
+    let fail = |e: std::io::Error| StartError::one(format!("cannot listen on {address}: {e}"));
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(address).map_err(fail)?;
+    socket.listen(LISTEN_BACKLOG).map_err(fail)
 }
 
 fn compile_routes(config: &Config, upstreams: &[String]) -> Result<RouteTable, StartError> {
