@@ -5,7 +5,7 @@
 //!   upper-cased (`%2a` -> `%2A`);
 //! - repeated slashes are collapsed (`//v2///orders` -> `/v2/orders`);
 //! - refused with 400: encoded `/` or `\`, a raw `\`, dot segments (`.`/`..`, also as `%2E`),
-//!   `;` path parameters, NUL and other control bytes (raw or encoded), malformed escapes,
+//!   `;` path parameters, NUL and other control bytes (raw or encoded), a raw space, malformed escapes,
 //!   escapes that do not decode to valid UTF-8 (overlong forms included), anything that does not
 //!   start with `/`, and a `#` fragment.
 
@@ -32,6 +32,8 @@ pub enum PathError {
     InvalidUtf8,
     #[error("fragment in request target")]
     Fragment,
+    #[error("unencoded space in path")]
+    Space,
 }
 
 impl PathError {
@@ -47,6 +49,7 @@ impl PathError {
             PathError::BadPercentEncoding => "path_bad_percent_encoding",
             PathError::InvalidUtf8 => "path_invalid_utf8",
             PathError::Fragment => "path_fragment",
+            PathError::Space => "path_space",
         }
     }
 }
@@ -69,7 +72,7 @@ fn is_canonical(bytes: &[u8]) -> bool {
     for &b in bytes {
         match b {
             b'%' | b'\\' | b';' | b'#' => return false,
-            b if !(0x20..0x7f).contains(&b) => return false,
+            b if !(0x21..0x7f).contains(&b) => return false,
             b'/' if prev == b'/' => return false,
             _ => {}
         }
@@ -117,6 +120,7 @@ fn rebuild(bytes: &[u8]) -> Result<String, PathError> {
                 b'\\' => return Err(PathError::Backslash),
                 b';' if !escaped => return Err(PathError::PathParameter),
                 b'#' if !escaped => return Err(PathError::Fragment),
+                b' ' if !escaped => return Err(PathError::Space),
                 v if v < 0x20 || v == 0x7f => return Err(PathError::ControlCharacter),
                 v if v >= 0x80 => {
                     if !escaped {
@@ -234,6 +238,7 @@ mod tests {
             ("/v2/a%4", PathError::BadPercentEncoding),
             ("/v2/%c0%ae%c0%ae/x", PathError::InvalidUtf8),
             ("/v2/%ff", PathError::InvalidUtf8),
+            ("/v2/a b", PathError::Space),
             ("v2/orders", PathError::NotAbsolute),
             ("*", PathError::NotAbsolute),
         ];

@@ -235,7 +235,22 @@ impl Gateway {
         let request = Request::from_parts(parts, body);
 
         let forwarded = Instant::now();
+        // Should the client go away while the upstream works, this future is dropped here: the
+        // upstream has the request, so the guard still counts and logs it.
+        let mut in_flight = InFlight {
+            gateway: self,
+            cx: &cx,
+            route: &route.template,
+            identity: identity.as_deref(),
+            decision: if shadow.is_some() {
+                "would_deny"
+            } else {
+                "allow"
+            },
+            armed: true,
+        };
         let result = upstream.send(request).await;
+        in_flight.armed = false;
         self.metrics
             .upstream_seconds
             .with_label_values(&[&route.template])
@@ -516,6 +531,37 @@ impl Gateway {
                 token_kind = identity.and_then(|i| i.token_kind.as_deref()),
                 latency_us = cx.started.elapsed().as_micros() as u64,
                 peer = %cx.conn.peer.ip(),
+            );
+        }
+    }
+}
+
+/// A forwarded request still waiting for the upstream. Dropped armed (the client went away), it
+/// counts the decision and logs it with status 499 and reason `client_closed`.
+struct InFlight<'a> {
+    gateway: &'a Gateway,
+    cx: &'a Ctx<'a>,
+    route: &'a str,
+    identity: Option<&'a Identity>,
+    decision: &'static str,
+    armed: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.gateway
+                .metrics
+                .requests
+                .with_label_values(&[self.route, self.cx.method, self.decision])
+                .inc();
+            self.gateway.log(
+                self.cx,
+                self.route,
+                self.identity,
+                499,
+                self.decision,
+                "client_closed",
             );
         }
     }

@@ -234,3 +234,38 @@ async fn an_upstream_that_resets_the_connection_is_a_502() {
     );
     let _ = TcpStream::connect(addr).await;
 }
+
+/// A client that hangs up while the upstream is still working: the upstream has the request,
+/// so the decision is still counted and logged (status 499, `client_closed`).
+#[tokio::test]
+async fn a_request_whose_client_hangs_up_is_still_counted() {
+    // Reads the head, never answers.
+    let (addr, _task) = raw_upstream(Vec::new(), Duration::from_secs(30)).await;
+    let h = harness(addr).await;
+    let token = h.token(json!({"scope": "read_orders"}));
+    let stream = h.client.connect(h.running.proxy_addr, Version::H1).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = Request::builder()
+        .uri("/shop/orders")
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let pending = tokio::spawn(async move { sender.send_request(request).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pending.abort();
+    conn.abort();
+    let want = r#"scopegate_requests_total{decision="allow",method="GET",route="/shop/orders"} 1"#;
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = h.metrics().await;
+        if metrics.contains(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metrics.contains(want), "{metrics}");
+}

@@ -529,3 +529,42 @@ async fn slow_and_oversized_bodies_are_refused_before_the_upstream() {
         "{metrics}"
     );
 }
+
+/// HTTP/2 names the authority twice, in `:authority` and possibly in `Host`: when they disagree
+/// the request is refused and never forwarded, so no tenant bound by Host can be talked around.
+#[tokio::test]
+async fn http2_authority_and_host_must_agree() {
+    let upstream = Upstream::start(Behaviour::Answer).await;
+    let h = Harness::build(TEST_ROUTES, upstream.addr, upstream, "", true).await;
+    let token = h.token(json!({"scope": "read_orders"}));
+    let stream = h
+        .client
+        .connect(h.running.proxy_addr, common::Version::H2)
+        .await;
+    let (client, conn) = h2::client::handshake(stream).await.unwrap();
+    let _conn = tokio::spawn(conn);
+    let send = |host: Option<&'static str>| {
+        let mut client = client.clone();
+        let token = token.clone();
+        async move {
+            let mut request = http::Request::builder()
+                .uri("https://localhost/shop/orders/1")
+                .header("authorization", format!("Bearer {token}"));
+            if let Some(host) = host {
+                request = request.header("host", host);
+            }
+            client = client.ready().await.unwrap();
+            let (response, _) = client
+                .send_request(request.body(()).unwrap(), true)
+                .unwrap();
+            response.await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(send(Some("evil.example")).await, 400);
+    assert_eq!(send(Some("localhost:1")).await, 400);
+    assert_eq!(h.upstream.count(), 0, "a disagreeing Host was forwarded");
+    // Agreeing (case aside), or no Host at all: judged and forwarded as usual.
+    assert_eq!(send(Some("LOCALHOST")).await, 200);
+    assert_eq!(send(None).await, 200);
+    assert_eq!(h.upstream.count(), 2);
+}
