@@ -5,9 +5,9 @@
 //!   upper-cased (`%2a` -> `%2A`);
 //! - repeated slashes are collapsed (`//v2///orders` -> `/v2/orders`);
 //! - refused with 400: encoded `/` or `\`, a raw `\`, dot segments (`.`/`..`, also as `%2E`),
-//!   `;` path parameters, NUL and other control bytes (raw or encoded), a raw space, malformed escapes,
-//!   escapes that do not decode to valid UTF-8 (overlong forms included), anything that does not
-//!   start with `/`, and a `#` fragment.
+//!   `;` path parameters, NUL and other control bytes (raw or encoded), a raw space, malformed
+//!   escapes, escapes that do not decode to valid UTF-8 (overlong forms included), anything that
+//!   does not start with `/`, and a `#` fragment.
 
 use std::borrow::Cow;
 

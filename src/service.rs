@@ -234,6 +234,10 @@ impl Gateway {
         };
         let request = Request::from_parts(parts, body);
 
+        let (decision, reason) = match shadow {
+            None => ("allow", "permitted"),
+            Some(reason) => ("would_deny", reason),
+        };
         let forwarded = Instant::now();
         // Should the client go away while the upstream works, this future is dropped here: the
         // upstream has the request, so the guard still counts and logs it.
@@ -242,11 +246,7 @@ impl Gateway {
             cx: &cx,
             route: &route.template,
             identity: identity.as_deref(),
-            decision: if shadow.is_some() {
-                "would_deny"
-            } else {
-                "allow"
-            },
+            decision,
             armed: true,
         };
         let result = upstream.send(request).await;
@@ -268,10 +268,6 @@ impl Gateway {
                         .with_label_values(&[&route.template, "response_truncated"]);
                     response = response.map(|b| b.count_failures(failures));
                 }
-                let (decision, reason) = match shadow {
-                    None => ("allow", "permitted"),
-                    Some(reason) => ("would_deny", reason),
-                };
                 self.metrics
                     .requests
                     .with_label_values(&[&route.template, cx.method, decision])
