@@ -54,6 +54,9 @@ impl App {
     /// Loads keys, certificates and route files; any error stops here, at load time.
     pub fn build(config: Config) -> Result<App, StartError> {
         let metrics = Arc::new(Metrics::new());
+        metrics
+            .token_cache_max_entries
+            .set(i64::try_from(config.cache.max_entries).unwrap_or(i64::MAX));
         let upstreams = config
             .upstreams
             .iter()
@@ -137,9 +140,11 @@ impl App {
             },
         };
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
-            (Some(cert), Some(key)) => Some(Arc::new(ArcSwap::new(
-                tls::server_config(cert, key).map_err(StartError::one)?,
-            ))),
+            (Some(cert), Some(key)) => {
+                let loaded = tls::load(cert, key).map_err(StartError::one)?;
+                set_certificate_expiry(&metrics, &loaded);
+                Some(Arc::new(ArcSwap::new(loaded.config)))
+            }
             _ => None,
         };
         metrics.config_reloads.with_label_values(&["success"]).inc();
@@ -259,15 +264,14 @@ impl App {
     fn try_reload(&self) -> Result<(), StartError> {
         let table = compile_routes(&self.config, &self.gateway.upstream_names())?;
         let tls = match (&self.config.listen.tls_cert, &self.config.listen.tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(tls::server_config(cert, key).map_err(StartError::one)?)
-            }
+            (Some(cert), Some(key)) => Some(tls::load(cert, key).map_err(StartError::one)?),
             _ => None,
         };
         // Only swap once everything loaded.
         self.gateway.replace_table(table);
         if let (Some(current), Some(new)) = (&self.tls, tls) {
-            current.store(new);
+            set_certificate_expiry(&self.metrics, &new);
+            current.store(new.config);
         }
         Ok(())
     }
@@ -346,6 +350,13 @@ fn fingerprint(config: &Config) -> u64 {
         std::fs::read(path).ok().hash(&mut h);
     }
     h.finish()
+}
+
+/// `scopegate_tls_certificate_expiry_timestamp_seconds` from the certificate being served.
+fn set_certificate_expiry(metrics: &Metrics, cert: &tls::ServerCert) {
+    if let Some(not_after) = cert.not_after {
+        metrics.tls_certificate_expiry.set(not_after as f64);
+    }
 }
 
 /// Pending connections the kernel holds for us (capped by `net.core.somaxconn`): bursts and

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub token_cache_hits: IntCounter,
     pub token_cache_misses: IntCounter,
     pub token_cache_entries: IntGauge,
+    /// `scopegate_token_cache_max_entries`: the configured bound (`cache.max_entries`).
+    pub token_cache_max_entries: IntGauge,
     /// `scopegate_token_verifications_total{result}`.
     pub token_verifications: IntCounterVec,
     /// `scopegate_config_reloads_total{result}`.
@@ -40,6 +42,9 @@ pub struct Metrics {
     /// `scopegate_open_connections{listener}`.
     pub open_connections: IntGaugeVec,
     pub tls_handshake_failures: IntCounter,
+    /// `scopegate_tls_certificate_expiry_timestamp_seconds`: the served leaf's notAfter (0 when
+    /// no certificate is served).
+    pub tls_certificate_expiry: prometheus::Gauge,
     /// `scopegate_jwks_refreshes_total{result}`: remote JWKS fetches.
     pub jwks_refreshes: IntCounterVec,
     /// `scopegate_jwks_keys`: keys currently loaded from remote JWKS.
@@ -105,6 +110,11 @@ impl Metrics {
                 "Verified tokens held in the cache.",
             )
             .expect("valid metric"),
+            token_cache_max_entries: IntGauge::new(
+                "scopegate_token_cache_max_entries",
+                "Most verified tokens the cache holds (cache.max_entries; 0: cache off).",
+            )
+            .expect("valid metric"),
             token_verifications: IntCounterVec::new(
                 Opts::new(
                     "scopegate_token_verifications_total",
@@ -139,6 +149,11 @@ impl Metrics {
                 "TLS handshakes that failed or timed out.",
             )
             .expect("valid metric"),
+            tls_certificate_expiry: prometheus::Gauge::new(
+                "scopegate_tls_certificate_expiry_timestamp_seconds",
+                "Unix time when the served TLS leaf certificate expires (notAfter); 0 without TLS.",
+            )
+            .expect("valid metric"),
             jwks_refreshes: IntCounterVec::new(
                 Opts::new(
                     "scopegate_jwks_refreshes_total",
@@ -168,11 +183,13 @@ impl Metrics {
             Box::new(m.token_cache_hits.clone()),
             Box::new(m.token_cache_misses.clone()),
             Box::new(m.token_cache_entries.clone()),
+            Box::new(m.token_cache_max_entries.clone()),
             Box::new(m.token_verifications.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.config_last_reload_success.clone()),
             Box::new(m.open_connections.clone()),
             Box::new(m.tls_handshake_failures.clone()),
+            Box::new(m.tls_certificate_expiry.clone()),
             Box::new(m.jwks_refreshes.clone()),
             Box::new(m.jwks_keys.clone()),
             Box::new(m.introspections.clone()),
