@@ -236,10 +236,11 @@ impl Gateway {
 
         let forwarded = Instant::now();
         let result = upstream.send(request).await;
-        self.metrics
-            .upstream_seconds
-            .with_label_values(&[&route.template])
-            .observe(forwarded.elapsed().as_secs_f64());
+        self.metrics.observe_upstream(
+            &route.template,
+            &route.metrics,
+            forwarded.elapsed().as_secs_f64(),
+        );
         match result {
             Ok(mut response) => {
                 remove_hop_by_hop(response.headers_mut());
@@ -257,10 +258,11 @@ impl Gateway {
                     None => ("allow", "permitted"),
                     Some(reason) => ("would_deny", reason),
                 };
-                self.metrics
-                    .requests
-                    .with_label_values(&[&route.template, cx.method, decision])
-                    .inc();
+                self.metrics.count_request(
+                    Some((&route.template, &route.metrics)),
+                    cx.method,
+                    decision,
+                );
                 self.log(
                     &cx,
                     &route.template,
@@ -427,12 +429,13 @@ impl Gateway {
             self.metrics
                 .decision_seconds
                 .observe(cx.started.elapsed().as_secs_f64());
-            self.metrics.denials.with_label_values(&[reason]).inc();
+            self.metrics.count_denial(reason);
         }
-        self.metrics
-            .requests
-            .with_label_values(&[label, cx.method, decision])
-            .inc();
+        self.metrics.count_request(
+            route.map(|r| (&*r.template, &r.metrics)),
+            cx.method,
+            decision,
+        );
         self.log(
             cx,
             label,

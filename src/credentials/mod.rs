@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use crate::routes::{Companion, RouteTable};
 use crate::scopes::ScopeSet;
 use crate::telemetry::Metrics;
-use cache::{TokenCache, hash_token};
+use cache::{TokenCache, cache_key};
 use jwt::JwtVerifier;
 
 /// Who a verified token speaks for. Built once per token and shared from the cache.
@@ -307,7 +307,7 @@ impl Authenticator {
                 let token = value
                     .to_str()
                     .ok()
-                    .filter(|t| !t.is_empty() && t.bytes().all(is_token68))
+                    .filter(|t| !t.is_empty() && all_token68(t))
                     .ok_or(AuthError::Invalid(TokenError::Malformed))?;
                 platform = Some(token);
             }
@@ -362,11 +362,11 @@ impl Authenticator {
             return Some(Err(TokenError::Malformed));
         }
         let token = match value.to_str() {
-            Ok(t) if !t.is_empty() && t.bytes().all(is_token68) => t,
+            Ok(t) if !t.is_empty() && all_token68(t) => t,
             _ => return Some(Err(TokenError::Malformed)),
         };
         let now = unix_now();
-        let key = hash_token(token);
+        let key = cache_key(token);
         if let Some(identity) = c.cache.get(&key, now) {
             return Some(Ok(identity));
         }
@@ -383,10 +383,7 @@ impl Authenticator {
             Ok(_) => "valid_companion",
             Err(e) => e.reason(),
         };
-        self.metrics
-            .token_verifications
-            .with_label_values(&[label])
-            .inc();
+        self.metrics.count_verification(label);
         let identity = Arc::new(match result {
             Ok(id) => id,
             Err(e) => return Some(Err(e)),
@@ -402,7 +399,7 @@ impl Authenticator {
             Presented::Opaque(token) => return self.resolve_opaque(token).await,
         };
         let now = unix_now();
-        let key = hash_token(token);
+        let key = cache_key(token);
         if let Some(identity) = self.cache.get(&key, now) {
             self.metrics.token_cache_hits.inc();
             return Ok(identity);
@@ -428,10 +425,7 @@ impl Authenticator {
             Ok(_) => "valid",
             Err(e) => e.reason(),
         };
-        self.metrics
-            .token_verifications
-            .with_label_values(&[label])
-            .inc();
+        self.metrics.count_verification(label);
         let identity = Arc::new(result.map_err(AuthError::Invalid)?);
         self.cache.insert(key, identity.clone(), now);
         self.metrics
@@ -479,15 +473,30 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     if token.is_empty() {
         return Err(AuthError::Invalid(TokenError::Empty));
     }
-    if !token.bytes().all(is_token68) {
+    if !all_token68(token) {
         return Err(AuthError::Invalid(TokenError::Malformed));
     }
     Ok(token)
 }
 
+/// True when every byte is a `b64token` character. No early exit, so the check compiles to
+/// vector compares (a bearer JWT is several hundred bytes and is checked on every request).
+fn all_token68(token: &str) -> bool {
+    token.bytes().fold(true, |ok, b| ok & is_token68(b))
+}
+
 /// RFC 6750 `b64token` characters.
 fn is_token68(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    let lower = b | 0x20;
+    (b.wrapping_sub(b'0') < 10)
+        | (lower.wrapping_sub(b'a') < 26)
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
+        | (b == b'+')
+        | (b == b'/')
+        | (b == b'=')
 }
 
 pub fn unix_now() -> u64 {
