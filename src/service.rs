@@ -324,6 +324,17 @@ impl Gateway {
         }
     }
 
+    /// The decision alone, as live traffic makes it before forwarding (normalise, route,
+    /// credentials, policy), with nothing forwarded or logged (the token cache counters still
+    /// count): for benchmarks and tools.
+    pub async fn judge(&self, parts: &Parts) -> Result<(), Refusal> {
+        let table = self.table.load();
+        match self.decide(&table, parts).await {
+            Ok(_) => Ok(()),
+            Err(denied) => Err(denied.refusal),
+        }
+    }
+
     /// Normalise, route and authorise. Default deny: only a satisfied rule returns `Ok`.
     async fn decide<'t, 'p>(
         &self,
