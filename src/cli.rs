@@ -58,7 +58,7 @@ struct ExplainArgs {
 
 #[derive(Debug, Args)]
 struct RuntimeArgs {
-    /// Worker threads (default: one per CPU).
+    /// Worker threads (default: one per CPU; 1 runs everything on one thread).
     #[arg(long, env = "SCOPEGATE_WORKERS")]
     workers: Option<usize>,
 }
@@ -130,7 +130,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => {
-            telemetry::init_logging(args.json_logs, "info");
+            let _log = telemetry::init_logging(args.json_logs, "info");
             let options = DemoOptions {
                 listen: args.listen,
                 admin_listen: args.admin_listen,
@@ -154,7 +154,8 @@ pub fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_error(e),
             };
-            telemetry::init_logging(config.log.format == LogFormat::Json, &config.log.level);
+            let _log =
+                telemetry::init_logging(config.log.format == LogFormat::Json, &config.log.level);
             run_async(args.runtime.workers, async move {
                 let running = App::build(config)?.bind_and_start().await?;
                 tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "scopegate serving");
@@ -200,11 +201,19 @@ fn config_error(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(64)
 }
 
+/// One worker thread is a current-thread runtime: every task on the thread that polls the
+/// sockets, with no work-stealing queues or cross-thread wake-ups to pay for. More workers (by
+/// default one per CPU) are the multi-thread runtime.
 fn run_async(workers: Option<usize>, main: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n.max(1));
-    }
+    let mut builder = match workers {
+        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

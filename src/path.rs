@@ -66,21 +66,31 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     rebuild(bytes).map(Cow::Owned)
 }
 
-/// Fast path: plain segments with no escapes, no empty segments and no dot segments.
+/// Fast path: plain segments with no escapes, no empty segments and no dot segments, checked
+/// in one pass.
 fn is_canonical(bytes: &[u8]) -> bool {
     let mut prev = 0u8;
+    // Length of the current segment, and how many of its bytes are dots.
+    let (mut len, mut dots) = (0usize, 0usize);
+    let dot_segment = |len: usize, dots: usize| len > 0 && len <= 2 && dots == len;
     for &b in bytes {
         match b {
             b'%' | b'\\' | b';' | b'#' => return false,
             b if !(0x21..0x7f).contains(&b) => return false,
-            b'/' if prev == b'/' => return false,
-            _ => {}
+            b'/' => {
+                if prev == b'/' || dot_segment(len, dots) {
+                    return false;
+                }
+                (len, dots) = (0, 0);
+            }
+            _ => {
+                len += 1;
+                dots += usize::from(b == b'.');
+            }
         }
         prev = b;
     }
-    !bytes
-        .split(|b| *b == b'/')
-        .any(|seg| seg == b"." || seg == b"..")
+    !dot_segment(len, dots)
 }
 
 fn rebuild(bytes: &[u8]) -> Result<String, PathError> {

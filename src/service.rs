@@ -251,10 +251,11 @@ impl Gateway {
         };
         let result = upstream.send(request).await;
         in_flight.armed = false;
-        self.metrics
-            .upstream_seconds
-            .with_label_values(&[&route.template])
-            .observe(forwarded.elapsed().as_secs_f64());
+        self.metrics.observe_upstream(
+            &route.template,
+            &route.metrics,
+            forwarded.elapsed().as_secs_f64(),
+        );
         match result {
             Ok(mut response) => {
                 remove_hop_by_hop(response.headers_mut());
@@ -268,10 +269,11 @@ impl Gateway {
                         .with_label_values(&[&route.template, "response_truncated"]);
                     response = response.map(|b| b.count_failures(failures));
                 }
-                self.metrics
-                    .requests
-                    .with_label_values(&[&route.template, cx.method, decision])
-                    .inc();
+                self.metrics.count_request(
+                    Some((&route.template, &route.metrics)),
+                    cx.method,
+                    decision,
+                );
                 self.log(
                     &cx,
                     &route.template,
@@ -330,6 +332,17 @@ impl Gateway {
             status: refusal.as_ref().map_or(200, |r| r.status().as_u16()),
             outcome: refusal.as_ref().map_or("forward", Refusal::decision),
             reason: refusal.as_ref().map_or("permitted", Refusal::reason),
+        }
+    }
+
+    /// The decision alone, as live traffic makes it before forwarding (normalise, route,
+    /// credentials, policy), with nothing forwarded or logged (the token cache counters still
+    /// count): for benchmarks and tools.
+    pub async fn judge(&self, parts: &Parts) -> Result<(), Refusal> {
+        let table = self.table.load();
+        match self.decide(&table, parts).await {
+            Ok(_) => Ok(()),
+            Err(denied) => Err(denied.refusal),
         }
     }
 
@@ -438,12 +451,13 @@ impl Gateway {
             self.metrics
                 .decision_seconds
                 .observe(cx.started.elapsed().as_secs_f64());
-            self.metrics.denials.with_label_values(&[reason]).inc();
+            self.metrics.count_denial(reason);
         }
-        self.metrics
-            .requests
-            .with_label_values(&[label, cx.method, decision])
-            .inc();
+        self.metrics.count_request(
+            route.map(|r| (&*r.template, &r.metrics)),
+            cx.method,
+            decision,
+        );
         self.log(
             cx,
             label,

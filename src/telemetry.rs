@@ -1,6 +1,8 @@
 //! Metrics (Prometheus) and the access log: every decision is counted and logged with its reason.
 //! Labels carry route templates, methods and fixed reason names only — never paths, tokens or subjects.
 
+use std::sync::OnceLock;
+
 use http::Method;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -51,6 +53,61 @@ pub struct Metrics {
     pub jwks_keys: IntGauge,
     /// `scopegate_introspections_total{result}`: RFC 7662 calls.
     pub introspections: IntCounterVec,
+    /// Handles of the commonest `denials` and `token_verifications` labels, resolved on first use.
+    hot_denials: Hot<{ HOT_DENIALS.len() }>,
+    hot_verifications: Hot<{ HOT_VERIFICATIONS.len() }>,
+}
+
+/// Method labels, in the order [`RouteHandles`] keeps them.
+const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "OTHER",
+];
+/// Decisions counted per route without touching the label map once seen.
+const HOT_DECISIONS: [&str; 6] = [
+    "allow",
+    "forbidden",
+    "invalid_token",
+    "unauthenticated",
+    "would_deny",
+    "method_not_allowed",
+];
+const HOT_DENIALS: [&str; 6] = [
+    "insufficient_scope",
+    "no_credentials",
+    "token_expired",
+    "token_bad_signature",
+    "no_route",
+    "method_not_allowed",
+];
+const HOT_VERIFICATIONS: [&str; 1] = ["valid"];
+
+/// Counter handles for fixed label values of a one-label vector, each resolved on first use so
+/// that no series appears before it is counted.
+#[derive(Debug, Clone)]
+struct Hot<const N: usize>([OnceLock<IntCounter>; N]);
+
+impl<const N: usize> Hot<N> {
+    fn new() -> Self {
+        Hot(std::array::from_fn(|_| OnceLock::new()))
+    }
+
+    fn inc(&self, names: &[&'static str; N], vec: &IntCounterVec, label: &str) {
+        match names.iter().position(|n| *n == label) {
+            Some(i) => self.0[i]
+                .get_or_init(|| vec.with_label_values(&[label]))
+                .inc(),
+            None => vec.with_label_values(&[label]).inc(),
+        }
+    }
+}
+
+/// Metric handles of one route, kept with the route and resolved on first use: counting a
+/// request then costs an atomic add, not a label hash and the vector's lock. A route's handles
+/// belong to the [`Metrics`] of the gateway that serves its table.
+#[derive(Debug, Default)]
+pub struct RouteHandles {
+    requests: [[OnceLock<IntCounter>; HOT_DECISIONS.len()]; METHOD_LABELS.len()],
+    upstream_seconds: OnceLock<Histogram>,
 }
 
 impl Metrics {
@@ -172,6 +229,8 @@ impl Metrics {
                 &["result"],
             )
             .expect("valid metric"),
+            hot_denials: Hot::new(),
+            hot_verifications: Hot::new(),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -198,6 +257,55 @@ impl Metrics {
             m.registry.register(c).expect("metric registered once");
         }
         m
+    }
+
+    /// Counts one request in `scopegate_requests_total`, through the route's handles when it
+    /// has one.
+    pub fn count_request(
+        &self,
+        route: Option<(&str, &RouteHandles)>,
+        method: &'static str,
+        decision: &'static str,
+    ) {
+        let Some((template, handles)) = route else {
+            self.requests
+                .with_label_values(&[NO_ROUTE, method, decision])
+                .inc();
+            return;
+        };
+        let m = METHOD_LABELS.iter().position(|l| *l == method);
+        let d = HOT_DECISIONS.iter().position(|l| *l == decision);
+        match m.zip(d) {
+            Some((m, d)) => handles.requests[m][d]
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&[template, method, decision])
+                })
+                .inc(),
+            None => self
+                .requests
+                .with_label_values(&[template, method, decision])
+                .inc(),
+        }
+    }
+
+    /// Observes one upstream round trip of a route.
+    pub fn observe_upstream(&self, template: &str, handles: &RouteHandles, seconds: f64) {
+        handles
+            .upstream_seconds
+            .get_or_init(|| self.upstream_seconds.with_label_values(&[template]))
+            .observe(seconds);
+    }
+
+    /// Counts one refusal by reason.
+    pub fn count_denial(&self, reason: &str) {
+        self.hot_denials.inc(&HOT_DENIALS, &self.denials, reason);
+    }
+
+    /// Counts one token verification by result.
+    pub fn count_verification(&self, result: &str) {
+        self.hot_verifications
+            .inc(&HOT_VERIFICATIONS, &self.token_verifications, result);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -232,16 +340,29 @@ pub fn method_label(method: &Method) -> &'static str {
 
 /// Installs the global tracing subscriber: text or JSON lines on stderr, filtered by `level`
 /// (an `EnvFilter` directive; `RUST_LOG` wins when set).
-pub fn init_logging(json: bool, level: &str) {
+///
+/// Lines are written by a background thread through a buffer flushed whenever the queue runs
+/// empty, so a request costs a queue push rather than a `write` system call; the queue never
+/// drops lines (a full queue makes the request wait). Keep the guard until exit: dropping it
+/// flushes what is left.
+pub fn init_logging(json: bool, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("scopegate-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     // A second call (tests) keeps the first subscriber.
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()
     };
+    guard
 }

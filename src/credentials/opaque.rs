@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use super::cache::{TokenCache, TokenHash, hash_token};
+use super::cache::{CacheKey, TokenCache, TokenHash, cache_key, hash_token};
 use super::{Identity, idp_client, unix_now};
 use crate::telemetry::Metrics;
 
@@ -90,8 +90,8 @@ pub struct Introspector {
     max_entries: usize,
     client: HttpsClient,
     positive: TokenCache,
-    negative: DashMap<TokenHash, Instant>,
-    inflight: DashMap<TokenHash, Arc<OnceCell<Outcome>>>,
+    negative: DashMap<CacheKey, Instant>,
+    inflight: DashMap<CacheKey, Arc<OnceCell<Outcome>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -111,8 +111,8 @@ impl std::fmt::Debug for Introspector {
 
 /// Removes a finished (or abandoned) in-flight lookup, if it is still the registered one.
 struct InflightGuard<'a> {
-    map: &'a DashMap<TokenHash, Arc<OnceCell<Outcome>>>,
-    key: TokenHash,
+    map: &'a DashMap<CacheKey, Arc<OnceCell<Outcome>>>,
+    key: CacheKey,
     cell: Arc<OnceCell<Outcome>>,
 }
 
@@ -163,7 +163,7 @@ impl Introspector {
     /// The identity behind an opaque token: cached, or introspected once however many callers
     /// ask at the same time.
     pub async fn resolve(&self, token: &str) -> Result<Arc<Identity>, OpaqueError> {
-        let key = hash_token(token);
+        let key = cache_key(token);
         if let Some(cached) = self.cached(&key) {
             return cached;
         }
@@ -194,7 +194,7 @@ impl Introspector {
         .clone()
     }
 
-    fn cached(&self, key: &TokenHash) -> Option<Outcome> {
+    fn cached(&self, key: &CacheKey) -> Option<Outcome> {
         if let Some(identity) = self.positive.get(key, unix_now()) {
             return Some(Ok(identity));
         }
@@ -207,7 +207,7 @@ impl Introspector {
         }
     }
 
-    fn remember_inactive(&self, key: TokenHash) {
+    fn remember_inactive(&self, key: CacheKey) {
         if self.max_entries == 0 || self.negative_ttl.is_zero() {
             return;
         }

@@ -17,6 +17,7 @@ use super::{
     Example, Gates, Grant, METHODS, Preset, Requirement, Route, RouteTable, Rule, TenantBinding,
 };
 use crate::scopes::{ScopeSet, Vocabulary};
+use crate::telemetry::RouteHandles;
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -343,6 +344,7 @@ impl Route {
             template_header: header_value(pattern),
             tenant: self.tenant.clone(),
             enforce: self.enforce,
+            metrics: RouteHandles::default(),
         }
     }
 }
@@ -639,6 +641,7 @@ impl FileCx<'_> {
             template_header: header_value(path),
             tenant,
             enforce: r.enforce,
+            metrics: RouteHandles::default(),
         })
     }
 

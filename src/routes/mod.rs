@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Method};
 
 use crate::scopes::{ScopeSet, Vocabulary};
+use crate::telemetry::RouteHandles;
 pub use compile::{CompileError, CompileOptions, RouteSource, compile, compile_paths, load_paths};
 pub use file::{Companion, ErrorStyle, PresetSettings};
 
@@ -99,6 +100,8 @@ pub struct Route {
     pub tenant: Option<TenantBinding>,
     /// `false`: shadow mode (authorization denials are counted and forwarded).
     pub enforce: bool,
+    /// This route's metric handles, resolved on first use.
+    pub metrics: RouteHandles,
 }
 
 /// Where the request names its store, which must equal the token's.
