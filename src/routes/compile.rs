@@ -886,6 +886,9 @@ fn check_pattern(path: &str, below: bool) -> Result<(), String> {
     if below && path.contains("{*") {
         return Err("`below = true` cannot follow a catch-all parameter".into());
     }
+    for segment in path.split('/') {
+        check_braces(segment)?;
+    }
     // A pattern must itself be a canonical path, or it could never match a normalised request.
     let probe = path.replace(['{', '}', '*'], "x");
     match crate::path::normalise(&probe) {
@@ -893,6 +896,42 @@ fn check_pattern(path: &str, below: bool) -> Result<(), String> {
         Ok(p) => Err(format!("is not in canonical form; write `{p}`")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A segment holds at most one parameter, `{name}` or `{*name}`, and no other brace: the matcher
+/// would read `{{` / `}}` as one literal brace, so the route would match a path other than the
+/// one written.
+fn check_braces(segment: &str) -> Result<(), String> {
+    let opens = segment.matches('{').count();
+    let closes = segment.matches('}').count();
+    if opens == 0 && closes == 0 {
+        return Ok(());
+    }
+    let literal = || {
+        format!(
+            "segment `{segment}`: a path may hold a brace only as a parameter `{{name}}` or \
+             `{{*name}}`, one per segment; percent-encode a literal brace as %7B / %7D"
+        )
+    };
+    if opens != 1 || closes != 1 {
+        return Err(literal());
+    }
+    let (open, close) = (
+        segment.find('{').unwrap_or(0),
+        segment.find('}').unwrap_or(0),
+    );
+    if close < open {
+        return Err(literal());
+    }
+    let name = segment[open + 1..close]
+        .strip_prefix('*')
+        .unwrap_or(&segment[open + 1..close]);
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!(
+            "segment `{segment}`: parameter name `{name}` must be letters, digits or `_`"
+        ));
+    }
+    Ok(())
 }
 
 /// "did you mean `x`?" for a near miss.
@@ -915,7 +954,48 @@ pub fn compile_paths(
 
 #[cfg(test)]
 mod tests {
-    use super::patterns_overlap;
+    use super::{check_pattern, patterns_overlap};
+    use crate::routes::{CompileOptions, RouteSource, compile};
+
+    #[test]
+    fn a_brace_outside_a_parameter_is_refused() {
+        for ok in [
+            "/v2/orders/{id}",
+            "/v2/{id}.json",
+            "/files/{*rest}",
+            "/a/v{version}",
+        ] {
+            assert_eq!(check_pattern(ok, false), Ok(()), "{ok}");
+        }
+        for bad in [
+            "/v0/orders/}}}}",
+            "/v0/orders/{{id}}",
+            "/v0/{a}{b}",
+            "/v0/}x{",
+            "/v0/{}",
+            "/v0/{a-b}",
+            "/v0/x}",
+        ] {
+            let why = check_pattern(bad, false).expect_err(bad);
+            assert!(why.contains("segment `"), "{bad}: {why}");
+        }
+    }
+
+    #[test]
+    fn literal_braces_fail_the_compile_at_their_line() {
+        // Found by the route_compile fuzz target: matchit reads `}}` as one `}`, so this route
+        // compiled and then matched a path other than the one written.
+        let source = RouteSource {
+            name: "braces.toml".into(),
+            text: "[preset]\nname = \"broken\"\n\n[[route]]\npath = \"/v0/orders/}}}}\"\n\
+                   write = { scopes = [\"write_orders\"] }\n"
+                .into(),
+        };
+        let errors = compile(&[source], &CompileOptions::default()).expect_err("must not compile");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].line, Some(5), "{}", errors[0]);
+        assert!(errors[0].to_string().contains("%7D"), "{}", errors[0]);
+    }
 
     #[test]
     fn overlapping_patterns_are_found() {
