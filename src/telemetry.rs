@@ -342,8 +342,8 @@ pub fn method_label(method: &Method) -> &'static str {
 /// (an `EnvFilter` directive; `RUST_LOG` wins when set).
 ///
 /// Lines are appended to a buffer in memory and written by a background thread every
-/// [`LOG_FLUSH_EVERY`], so a request costs a copy under an uncontended lock, not a `write`
-/// system call nor a wake-up of another thread (with the proxy on one core, waking a log thread
+/// [`LOG_FLUSH_EVERY`], so a request costs a copy under a short lock, not a `write` system
+/// call nor a wake-up of another thread (with the proxy on one core, waking a log thread
 /// per line cost ~15% of throughput). Nothing is dropped: a buffer past [`LOG_BUFFER_MAX`] is
 /// written by the thread that filled it. Keep the guard until exit: dropping it writes what is
 /// left.
@@ -368,8 +368,7 @@ pub const LOG_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_milli
 /// Buffered log bytes past which the writing thread writes them itself.
 pub const LOG_BUFFER_MAX: usize = 256 * 1024;
 
-#[doc(hidden)]
-pub struct LogShared {
+struct LogShared {
     /// Lines not yet written.
     pending: std::sync::Mutex<Vec<u8>>,
     /// The output, locked for the whole swap-and-write so chunks keep their order.

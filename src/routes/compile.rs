@@ -913,14 +913,10 @@ fn check_braces(segment: &str) -> Result<(), String> {
              `{{*name}}`, one per segment; percent-encode a literal brace as %7B / %7D"
         )
     };
-    if opens != 1 || closes != 1 {
+    let (Some(open), Some(close)) = (segment.find('{'), segment.find('}')) else {
         return Err(literal());
-    }
-    let (open, close) = (
-        segment.find('{').unwrap_or(0),
-        segment.find('}').unwrap_or(0),
-    );
-    if close < open {
+    };
+    if opens != 1 || closes != 1 || close < open {
         return Err(literal());
     }
     let name = segment[open + 1..close]
