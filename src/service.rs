@@ -21,7 +21,7 @@ use crate::path;
 use crate::policy::{self, Companions};
 use crate::refusal::Refusal;
 use crate::routes::{Companion, ErrorStyle, Route, RouteTable, Rule};
-use crate::telemetry::{Metrics, NO_ROUTE, method_label};
+use crate::telemetry::{AccessLine, Metrics, NO_ROUTE, method_label};
 use crate::upstream::{
     ForwardContext, IdentityHeaderNames, Upstream, prepare_request_headers, remove_hop_by_hop,
 };
@@ -530,18 +530,18 @@ impl Gateway {
         reason: &str,
     ) {
         if self.settings.access_log {
-            tracing::info!(
-                target: "scopegate::access",
+            AccessLine {
                 route,
-                method = cx.method,
+                method: cx.method,
                 status,
                 decision,
                 reason,
-                client = identity.and_then(|i| i.client.as_deref()),
-                token_kind = identity.and_then(|i| i.token_kind.as_deref()),
-                latency_us = cx.started.elapsed().as_micros() as u64,
-                peer = %cx.conn.peer.ip(),
-            );
+                client: identity.and_then(|i| i.client.as_deref()),
+                token_kind: identity.and_then(|i| i.token_kind.as_deref()),
+                latency_us: cx.started.elapsed().as_micros() as u64,
+                peer: cx.conn.peer.ip(),
+            }
+            .log();
         }
     }
 }

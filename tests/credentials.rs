@@ -108,8 +108,26 @@ async fn every_supported_algorithm_verifies_with_its_own_key_only() {
             sign(Algorithm::EdDSA, &k.ed, "demo"),
         ),
     ];
-    for (name, token) in &bad {
-        let reply = h.get("/shop/orders", Some(token)).await;
+    // Every algorithm's signature, altered in its middle, fails against the right key.
+    let tampered: Vec<(String, String)> = good
+        .iter()
+        .map(|(name, token)| {
+            let dot = token.rfind('.').unwrap();
+            let at = dot + (token.len() - dot) / 2;
+            let mut bytes = token.clone().into_bytes();
+            bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+            (
+                format!("{name} with an altered signature"),
+                String::from_utf8(bytes).unwrap(),
+            )
+        })
+        .collect();
+    let bad = bad
+        .iter()
+        .map(|(name, token)| (name.to_string(), token.clone()))
+        .chain(tampered);
+    for (name, token) in bad {
+        let reply = h.get("/shop/orders", Some(&token)).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{name}");
         assert!(
             reply.header("www-authenticate").contains("invalid_token"),

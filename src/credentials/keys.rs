@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use aws_lc_rs::{hmac, signature};
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
 
 /// Where a key set comes from (one `[[jwt.keys]]` entry of the config).
 #[derive(Debug, Clone)]
@@ -13,15 +14,35 @@ pub enum KeySource {
     HmacSecretFile { path: PathBuf, kid: Option<String> },
 }
 
-/// One key, the algorithms it may verify, and the validation that pins them.
+/// One key and the algorithms it may verify, parsed once at load: a verification is then only
+/// the signature arithmetic (jsonwebtoken's `decode` rebuilt the key, and for RSA its Montgomery
+/// context, on every call).
 pub struct VerifyKey {
     pub kid: Option<String>,
     pub algorithms: Vec<Algorithm>,
-    pub key: DecodingKey,
-    /// Signature-only validation: claims are checked by scopegate itself.
-    pub validation: Validation,
-    /// Where the key came from (for errors and `explain`).
     pub origin: String,
+    /// One checker per algorithm in `algorithms`, in the same order.
+    checkers: Vec<Checker>,
+}
+
+enum Checker {
+    Public(signature::ParsedPublicKey),
+    /// Boxed: the key holds its precomputed HMAC state (over a kilobyte).
+    Hmac(Box<hmac::Key>),
+}
+
+impl VerifyKey {
+    /// Whether `signature` is this key's signature of `message` under `alg`; false for an
+    /// algorithm the key does not serve.
+    pub fn verifies(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        let Some(i) = self.algorithms.iter().position(|a| *a == alg) else {
+            return false;
+        };
+        match &self.checkers[i] {
+            Checker::Public(key) => key.verify_sig(message, signature).is_ok(),
+            Checker::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+        }
+    }
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -97,7 +118,7 @@ pub fn load(source: &KeySource, algorithms: &[Algorithm]) -> Result<Vec<VerifyKe
                 algorithms.to_vec(),
                 key,
                 origin,
-            )])
+            )?])
         }
         KeySource::HmacSecretFile { path, kid } => {
             let origin = path.display().to_string();
@@ -120,7 +141,7 @@ pub fn load(source: &KeySource, algorithms: &[Algorithm]) -> Result<Vec<VerifyKe
                 algorithms.to_vec(),
                 key,
                 origin,
-            )])
+            )?])
         }
         KeySource::JwksFile { path } => {
             let origin = path.display().to_string();
@@ -207,7 +228,7 @@ fn jwk_key(jwk: &Jwk, algorithms: &[Algorithm], at: String) -> Result<VerifyKey,
             &format!("none of the configured algorithms {algorithms:?} fits this key"),
         ));
     }
-    Ok(verify_key(jwk.common.key_id.clone(), algs, key, at))
+    verify_key(jwk.common.key_id.clone(), algs, key, at)
 }
 
 fn verify_key(
@@ -215,20 +236,70 @@ fn verify_key(
     algorithms: Vec<Algorithm>,
     key: DecodingKey,
     origin: String,
-) -> VerifyKey {
-    let mut validation = Validation::new(algorithms[0]);
-    validation.algorithms = algorithms.clone();
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    VerifyKey {
+) -> Result<VerifyKey, KeyError> {
+    let checkers = algorithms
+        .iter()
+        .map(|alg| checker(*alg, &key))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&origin, &format!("unusable key: {e}")))?;
+    Ok(VerifyKey {
         kid,
         algorithms,
-        key,
-        validation,
         origin,
+        checkers,
+    })
+}
+
+/// The parsed key for one algorithm, with the same verification algorithm jsonwebtoken's
+/// aws-lc-rs backend uses for it (RSA moduli of 2048 to 8192 bits, fixed-size ECDSA signatures).
+fn checker(alg: Algorithm, key: &DecodingKey) -> Result<Checker, String> {
+    use signature::{
+        ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256,
+        RSA_PKCS1_2048_8192_SHA384, RSA_PKCS1_2048_8192_SHA512, RSA_PSS_2048_8192_SHA256,
+        RSA_PSS_2048_8192_SHA384, RSA_PSS_2048_8192_SHA512, RsaParameters, VerificationAlgorithm,
+    };
+    let rsa: Option<&'static RsaParameters> = match alg {
+        Algorithm::RS256 => Some(&RSA_PKCS1_2048_8192_SHA256),
+        Algorithm::RS384 => Some(&RSA_PKCS1_2048_8192_SHA384),
+        Algorithm::RS512 => Some(&RSA_PKCS1_2048_8192_SHA512),
+        Algorithm::PS256 => Some(&RSA_PSS_2048_8192_SHA256),
+        Algorithm::PS384 => Some(&RSA_PSS_2048_8192_SHA384),
+        Algorithm::PS512 => Some(&RSA_PSS_2048_8192_SHA512),
+        _ => None,
+    };
+    let other: Option<&'static dyn VerificationAlgorithm> = match alg {
+        Algorithm::ES256 => Some(&ECDSA_P256_SHA256_FIXED),
+        Algorithm::ES384 => Some(&ECDSA_P384_SHA384_FIXED),
+        Algorithm::EdDSA => Some(&ED25519),
+        _ => None,
+    };
+    let hmac = match alg {
+        Algorithm::HS256 => Some(hmac::HMAC_SHA256),
+        Algorithm::HS384 => Some(hmac::HMAC_SHA384),
+        Algorithm::HS512 => Some(hmac::HMAC_SHA512),
+        _ => None,
+    };
+    if alg.family() != key.family() {
+        return Err(format!("{alg:?} does not fit a {:?} key", key.family()));
     }
+    let parsed = match (key.kind(), rsa, other, hmac) {
+        (DecodingKeyKind::SecretOrDer(secret), _, _, Some(hmac)) => {
+            return Ok(Checker::Hmac(Box::new(hmac::Key::new(hmac, secret))));
+        }
+        (DecodingKeyKind::SecretOrDer(der), Some(rsa), _, _) => {
+            signature::ParsedPublicKey::new(rsa, der)
+        }
+        (DecodingKeyKind::SecretOrDer(bytes), _, Some(alg), _) => {
+            signature::ParsedPublicKey::new(alg, bytes)
+        }
+        (DecodingKeyKind::RsaModulusExponent { n, e }, Some(rsa), _, _) => {
+            signature::RsaPublicKeyComponents { n, e }.to_parsed_public_key(rsa)
+        }
+        _ => return Err(format!("{alg:?} does not fit this key's form")),
+    };
+    parsed
+        .map(Checker::Public)
+        .map_err(|e| format!("{alg:?} key rejected: {e}"))
 }
 
 fn one_family(algorithms: &[Algorithm], origin: &str) -> Result<AlgorithmFamily, KeyError> {
@@ -262,6 +333,22 @@ fn invalid(origin: &str, message: &str) -> KeyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_that_cannot_serve_its_algorithm_fails_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("es.pub.pem");
+        let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        std::fs::write(&path, p256.public_key_pem()).unwrap();
+        let source = KeySource::Pem {
+            path: path.clone(),
+            kid: None,
+        };
+        assert!(load(&source, &[Algorithm::ES256]).is_ok());
+        // A P-256 key listed for ES384 (P-384): refused here, not at the first token.
+        let err = load(&source, &[Algorithm::ES384]).unwrap_err().to_string();
+        assert!(err.contains("es.pub.pem") && err.contains("ES384"), "{err}");
+    }
 
     #[test]
     fn remote_documents_skip_keys_that_do_not_fit_but_files_do_not() {
