@@ -153,6 +153,30 @@ async fn verified_tokens_are_cached_by_hash_and_not_verified_again() {
         "{m}"
     );
     assert!(m.contains("scopegate_token_cache_hits_total 19"), "{m}");
+    // A cached token is looked up before the header is checked in full; the checks still hold.
+    let forwarded = h.upstream.count();
+    let twice = format!("Bearer {token}");
+    let reply = h
+        .send(
+            common::Version::H1,
+            "GET",
+            "/shop/orders",
+            Some(&token),
+            &[("authorization", &twice)],
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_REQUEST,
+        "two Authorization headers"
+    );
+    let altered = format!("{token}!");
+    assert_eq!(
+        h.get("/shop/orders", Some(&altered)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the cached token with a byte that is not a token character"
+    );
+    assert_eq!(h.upstream.count(), forwarded);
 }
 
 #[tokio::test]

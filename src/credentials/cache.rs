@@ -55,10 +55,15 @@ fn seeds() -> &'static Seeds {
 
 /// The cache key of a token: two independently seeded 64-bit hashes of its bytes.
 pub fn cache_key(token: &str) -> CacheKey {
+    cache_key_bytes(token.as_bytes())
+}
+
+/// [`cache_key`] of the token's bytes.
+pub fn cache_key_bytes(token: &[u8]) -> CacheKey {
     let s = seeds();
     let hash = |(seed, shared): &(u64, SharedSeed)| {
         let mut h = FoldHasher::with_seed(*seed, shared);
-        h.write(token.as_bytes());
+        h.write(token);
         h.finish()
     };
     u128::from(hash(&s.first)) << 64 | u128::from(hash(&s.second))
