@@ -193,12 +193,28 @@ static METHOD_OVERRIDES: [HeaderName; 3] = [
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
 ];
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const IDENTITY_PREFIX: &[u8] = b"x-scopegate-";
+
+/// Hop-by-hop headers (RFC 9110 7.6.1).
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) and whatever `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names present, rather than a hashed
+    // removal per listed name (headers named by `Connection` need `Connection`, which is listed).
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -209,17 +225,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -241,17 +247,20 @@ pub fn prepare_request_headers(
     cx: &ForwardContext<'_>,
 ) {
     remove_hop_by_hop(headers);
-    let spoofed: Vec<HeaderName> = headers
+    // One pass over the names present: identity headers the client sent (they never pass),
+    // `Forwarded`, and method overrides (the method that was judged is the method the upstream
+    // runs). Usually none, and then nothing is allocated.
+    let stripped: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().as_bytes().starts_with(IDENTITY_PREFIX) || names.all().contains(k))
+        .filter(|k| {
+            k.as_str().as_bytes().starts_with(IDENTITY_PREFIX)
+                || names.all().contains(k)
+                || **k == FORWARDED
+                || METHOD_OVERRIDES.contains(k)
+        })
         .cloned()
         .collect();
-    for name in spoofed {
-        headers.remove(name);
-    }
-    headers.remove(&FORWARDED);
-    // The method that was judged is the method the upstream runs.
-    for name in &METHOD_OVERRIDES {
+    for name in stripped {
         headers.remove(name);
     }
     if let Ok(v) = HeaderValue::from_str(&cx.peer.ip().to_string()) {

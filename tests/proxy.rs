@@ -94,13 +94,16 @@ async fn spoofed_identity_headers_never_reach_upstream() {
         ("forwarded", "for=10.0.0.1"),
         ("connection", "x-keep-me"),
         ("x-keep-me", "hop"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
     ];
+    let hop_by_hop = ["connection", "x-keep-me", "keep-alive", "proxy-connection"];
     for version in [Version::H1, Version::H2] {
         // HTTP/2 forbids connection-specific headers; send only the identity spoofs there.
         let headers: Vec<_> = spoof
             .iter()
             .copied()
-            .filter(|(k, _)| version == Version::H1 || !["connection", "x-keep-me"].contains(k))
+            .filter(|(k, _)| version == Version::H1 || !hop_by_hop.contains(k))
             .collect();
         let reply = h
             .send(version, "GET", "/shop/orders", Some(&token), &headers)
@@ -117,6 +120,8 @@ async fn spoofed_identity_headers_never_reach_upstream() {
         assert!(seen.headers.get("forwarded").is_none());
         assert!(seen.headers.get("x-keep-me").is_none());
         assert!(seen.headers.get("connection").is_none());
+        assert!(seen.headers.get("keep-alive").is_none());
+        assert!(seen.headers.get("proxy-connection").is_none());
         assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     }
     // Even on a public route, client identity headers are stripped.
