@@ -405,23 +405,28 @@ impl AccessLine<'_> {
                     shared.flush();
                 }
             }
-            None => tracing::info!(
-                target: "scopegate::access",
-                route = self.route,
-                method = self.method,
-                status = self.status,
-                decision = self.decision,
-                reason = self.reason,
-                client = self.client,
-                token_kind = self.token_kind,
-                latency_us = self.latency_us,
-                peer = %self.peer,
-            ),
+            None => self.event(),
         }
     }
 
+    /// The access line as a tracing event, for the subscriber to format.
+    fn event(&self) {
+        tracing::info!(
+            target: "scopegate::access",
+            route = self.route,
+            method = self.method,
+            status = self.status,
+            decision = self.decision,
+            reason = self.reason,
+            client = self.client,
+            token_kind = self.token_kind,
+            latency_us = self.latency_us,
+            peer = %self.peer,
+        );
+    }
+
     /// Appends the JSON line (with its newline) to `out`.
-    pub fn write_json(&self, out: &mut Vec<u8>, now: std::time::SystemTime) {
+    fn write_json(&self, out: &mut Vec<u8>, now: std::time::SystemTime) {
         use std::io::Write;
         fn string(out: &mut Vec<u8>, s: &str) {
             // Writing JSON into a Vec cannot fail.
@@ -589,7 +594,7 @@ mod tests {
     }
 
     /// The line tracing-subscriber's JSON formatter (as `init_logging` sets it up) writes for
-    /// the access event, with its timestamp.
+    /// the access event the text path emits, with its timestamp.
     fn subscriber_line(line: &AccessLine<'_>) -> String {
         let out = Shared::default();
         let writer = out.clone();
@@ -598,20 +603,7 @@ mod tests {
             .json()
             .flatten_event(true)
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(
-                target: "scopegate::access",
-                route = line.route,
-                method = line.method,
-                status = line.status,
-                decision = line.decision,
-                reason = line.reason,
-                client = line.client,
-                token_kind = line.token_kind,
-                latency_us = line.latency_us,
-                peer = %line.peer,
-            )
-        });
+        tracing::subscriber::with_default(subscriber, || line.event());
         String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
     }
 

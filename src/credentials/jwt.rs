@@ -173,7 +173,6 @@ impl JwtVerifier {
     }
 }
 
-/// `{"alg":"none"}` fails to parse as a header; tell it apart from garbage for the log.
 /// A token part: base64url without padding, as RFC 7515 writes it.
 fn b64(part: &str) -> Option<Vec<u8>> {
     use base64::Engine;
@@ -182,14 +181,12 @@ fn b64(part: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// `{"alg":"none"}` fails to parse as a header; tell it apart from garbage for the log.
 fn header_alg_is_none(token: &str) -> bool {
-    use base64::Engine;
     let Some(head) = token.split('.').next() else {
         return false;
     };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(head)
-        .ok()
+    b64(head)
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| {
             v.get("alg")

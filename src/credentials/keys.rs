@@ -250,50 +250,50 @@ fn verify_key(
     })
 }
 
-/// The parsed key for one algorithm, with the same verification algorithm jsonwebtoken's
-/// aws-lc-rs backend uses for it (RSA moduli of 2048 to 8192 bits, fixed-size ECDSA signatures).
+/// The verification algorithm jsonwebtoken's aws-lc-rs backend uses for `alg` (RSA moduli of
+/// 2048 to 8192 bits, fixed-size ECDSA signatures).
+enum Params {
+    Rsa(&'static signature::RsaParameters),
+    Other(&'static dyn signature::VerificationAlgorithm),
+    Hmac(hmac::Algorithm),
+}
+
+fn params(alg: Algorithm) -> Option<Params> {
+    use signature::*;
+    Some(match alg {
+        Algorithm::RS256 => Params::Rsa(&RSA_PKCS1_2048_8192_SHA256),
+        Algorithm::RS384 => Params::Rsa(&RSA_PKCS1_2048_8192_SHA384),
+        Algorithm::RS512 => Params::Rsa(&RSA_PKCS1_2048_8192_SHA512),
+        Algorithm::PS256 => Params::Rsa(&RSA_PSS_2048_8192_SHA256),
+        Algorithm::PS384 => Params::Rsa(&RSA_PSS_2048_8192_SHA384),
+        Algorithm::PS512 => Params::Rsa(&RSA_PSS_2048_8192_SHA512),
+        Algorithm::ES256 => Params::Other(&ECDSA_P256_SHA256_FIXED),
+        Algorithm::ES384 => Params::Other(&ECDSA_P384_SHA384_FIXED),
+        Algorithm::EdDSA => Params::Other(&ED25519),
+        Algorithm::HS256 => Params::Hmac(hmac::HMAC_SHA256),
+        Algorithm::HS384 => Params::Hmac(hmac::HMAC_SHA384),
+        Algorithm::HS512 => Params::Hmac(hmac::HMAC_SHA512),
+        _ => return None,
+    })
+}
+
+/// The parsed key for one algorithm.
 fn checker(alg: Algorithm, key: &DecodingKey) -> Result<Checker, String> {
-    use signature::{
-        ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256,
-        RSA_PKCS1_2048_8192_SHA384, RSA_PKCS1_2048_8192_SHA512, RSA_PSS_2048_8192_SHA256,
-        RSA_PSS_2048_8192_SHA384, RSA_PSS_2048_8192_SHA512, RsaParameters, VerificationAlgorithm,
-    };
-    let rsa: Option<&'static RsaParameters> = match alg {
-        Algorithm::RS256 => Some(&RSA_PKCS1_2048_8192_SHA256),
-        Algorithm::RS384 => Some(&RSA_PKCS1_2048_8192_SHA384),
-        Algorithm::RS512 => Some(&RSA_PKCS1_2048_8192_SHA512),
-        Algorithm::PS256 => Some(&RSA_PSS_2048_8192_SHA256),
-        Algorithm::PS384 => Some(&RSA_PSS_2048_8192_SHA384),
-        Algorithm::PS512 => Some(&RSA_PSS_2048_8192_SHA512),
-        _ => None,
-    };
-    let other: Option<&'static dyn VerificationAlgorithm> = match alg {
-        Algorithm::ES256 => Some(&ECDSA_P256_SHA256_FIXED),
-        Algorithm::ES384 => Some(&ECDSA_P384_SHA384_FIXED),
-        Algorithm::EdDSA => Some(&ED25519),
-        _ => None,
-    };
-    let hmac = match alg {
-        Algorithm::HS256 => Some(hmac::HMAC_SHA256),
-        Algorithm::HS384 => Some(hmac::HMAC_SHA384),
-        Algorithm::HS512 => Some(hmac::HMAC_SHA512),
-        _ => None,
-    };
     if alg.family() != key.family() {
         return Err(format!("{alg:?} does not fit a {:?} key", key.family()));
     }
-    let parsed = match (key.kind(), rsa, other, hmac) {
-        (DecodingKeyKind::SecretOrDer(secret), _, _, Some(hmac)) => {
-            return Ok(Checker::Hmac(Box::new(hmac::Key::new(hmac, secret))));
+    let parsed = match (params(alg), key.kind()) {
+        (Some(Params::Hmac(algorithm)), DecodingKeyKind::SecretOrDer(secret)) => {
+            return Ok(Checker::Hmac(Box::new(hmac::Key::new(algorithm, secret))));
         }
-        (DecodingKeyKind::SecretOrDer(der), Some(rsa), _, _) => {
+        (Some(Params::Rsa(rsa)), DecodingKeyKind::SecretOrDer(der)) => {
             signature::ParsedPublicKey::new(rsa, der)
         }
-        (DecodingKeyKind::SecretOrDer(bytes), _, Some(alg), _) => {
-            signature::ParsedPublicKey::new(alg, bytes)
-        }
-        (DecodingKeyKind::RsaModulusExponent { n, e }, Some(rsa), _, _) => {
+        (Some(Params::Rsa(rsa)), DecodingKeyKind::RsaModulusExponent { n, e }) => {
             signature::RsaPublicKeyComponents { n, e }.to_parsed_public_key(rsa)
+        }
+        (Some(Params::Other(other)), DecodingKeyKind::SecretOrDer(bytes)) => {
+            signature::ParsedPublicKey::new(other, bytes)
         }
         _ => return Err(format!("{alg:?} does not fit this key's form")),
     };
