@@ -66,31 +66,48 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     rebuild(bytes).map(Cow::Owned)
 }
 
+/// Byte classes of the fast path.
+const PLAIN: u8 = 0;
+const SLASH: u8 = 1;
+const DOT: u8 = 2;
+/// An escape, `\`, `;`, `#`, a control byte, a space or a non-ASCII byte: `rebuild` decides.
+const OTHER: u8 = 3;
+
+static CLASS: [u8; 256] = {
+    let mut class = [OTHER; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        class[b] = match b as u8 {
+            b'%' | b'\\' | b';' | b'#' => OTHER,
+            b'/' => SLASH,
+            b'.' => DOT,
+            _ => PLAIN,
+        };
+        b += 1;
+    }
+    class
+};
+
 /// Fast path: plain segments with no escapes, no empty segments and no dot segments, checked
-/// in one pass.
+/// in one pass, one table load per byte. `bytes` starts with `/`.
 fn is_canonical(bytes: &[u8]) -> bool {
-    let mut prev = 0u8;
     // Length of the current segment, and how many of its bytes are dots.
     let (mut len, mut dots) = (0usize, 0usize);
-    let dot_segment = |len: usize, dots: usize| len > 0 && len <= 2 && dots == len;
-    for &b in bytes {
-        match b {
-            b'%' | b'\\' | b';' | b'#' => return false,
-            b if !(0x21..0x7f).contains(&b) => return false,
-            b'/' => {
-                if prev == b'/' || dot_segment(len, dots) {
-                    return false;
-                }
-                (len, dots) = (0, 0);
-            }
-            _ => {
+    let dot_segment = |len: usize, dots: usize| len <= 2 && dots == len;
+    for &b in &bytes[1..] {
+        match CLASS[usize::from(b)] {
+            PLAIN => len += 1,
+            DOT => {
                 len += 1;
-                dots += usize::from(b == b'.');
+                dots += 1;
             }
+            // An empty segment (`//`) is a dot segment of length 0 here.
+            SLASH if !dot_segment(len, dots) => (len, dots) = (0, 0),
+            _ => return false,
         }
-        prev = b;
     }
-    !dot_segment(len, dots)
+    // A trailing slash (an empty last segment) is canonical.
+    len == 0 || !dot_segment(len, dots)
 }
 
 fn rebuild(bytes: &[u8]) -> Result<String, PathError> {
@@ -206,6 +223,51 @@ mod tests {
 
     fn ok(p: &str) -> String {
         normalise(p).unwrap().into_owned()
+    }
+
+    /// The table-driven fast path agrees with the full rebuild on every path of up to seven
+    /// bytes after the leading `/` over an alphabet of the bytes it classifies: what it takes
+    /// as canonical, the rebuild returns unchanged, and every escape-free path the rebuild
+    /// returns unchanged, it takes.
+    #[test]
+    fn fast_path_agrees_with_rebuild() {
+        const ALPHABET: &[u8] = b"/.a%;\\ ~";
+        let mut path = vec![b'/'];
+        let mut checked = 0usize;
+        fn walk(path: &mut Vec<u8>, depth: usize, checked: &mut usize) {
+            let fast = is_canonical(path);
+            let full = rebuild(path);
+            let unchanged = full
+                .as_deref()
+                .is_ok_and(|s| s.as_bytes() == path.as_slice());
+            if fast {
+                assert!(
+                    unchanged,
+                    "{:?}: fast path took it, rebuild gives {full:?}",
+                    path.escape_ascii().to_string()
+                );
+            } else if !path.contains(&b'%') {
+                assert!(
+                    !unchanged,
+                    "{:?}: canonical but the fast path refused it",
+                    path.escape_ascii().to_string()
+                );
+            }
+            *checked += 1;
+            if depth == 0 {
+                return;
+            }
+            for &b in ALPHABET {
+                path.push(b);
+                walk(path, depth - 1, checked);
+                path.pop();
+            }
+        }
+        walk(&mut path, 7, &mut checked);
+        assert_eq!(
+            checked,
+            (0..=7).map(|d| ALPHABET.len().pow(d)).sum::<usize>()
+        );
     }
 
     #[test]

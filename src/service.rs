@@ -376,11 +376,15 @@ impl Gateway {
         let identity = match &**rule {
             Rule::Public => None,
             Rule::Protected(requirement) => {
-                let identity = self
-                    .auth
-                    .authenticate(&parts.headers)
-                    .await
-                    .map_err(|e| deny(None, e.into()))?;
+                // The cache hit needs no await. The full path is boxed: its future (a JWKS
+                // refresh, an introspection call) is large, and it would otherwise be built and
+                // moved inside every request's future.
+                let identity = match self.auth.cached(&parts.headers) {
+                    Some(identity) => identity,
+                    None => Box::pin(self.auth.authenticate_uncached(&parts.headers))
+                        .await
+                        .map_err(|e| deny(None, e.into()))?,
+                };
                 let held = identity.scopes_in(table, route.preset);
                 if let Err(e) = policy::check_token(table.preset(route.preset), &identity, &held) {
                     return Err(deny(Some(identity), Refusal::InvalidToken(e)));

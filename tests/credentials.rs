@@ -176,6 +176,27 @@ async fn verified_tokens_are_cached_by_hash_and_not_verified_again() {
         StatusCode::UNAUTHORIZED,
         "the cached token with a byte that is not a token character"
     );
+    // A platform token header next to the cached bearer token (in any letter case, among other
+    // headers): two credentials, ambiguous.
+    for name in [
+        "x-shopify-access-token",
+        "X-Shopify-Storefront-Access-Token",
+    ] {
+        let reply = h
+            .send(
+                common::Version::H1,
+                "GET",
+                "/shop/orders",
+                Some(&token),
+                &[("accept", "application/json"), (name, "shpat_other")],
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "cached token and {name}"
+        );
+    }
     assert_eq!(h.upstream.count(), forwarded);
 }
 
