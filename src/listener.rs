@@ -77,10 +77,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let _slot = slot;
             let _open = OpenConnection::new(&metrics, label);
-            let conn = ConnInfo {
-                peer,
-                tls: tls.is_some(),
-            };
+            let conn = ConnInfo::new(peer, tls.is_some());
             let serving = Serving {
                 conn,
                 gateway,
@@ -148,9 +145,11 @@ impl Serving {
             activity: activity.clone(),
         };
         let in_flight = activity.clone();
+        let peer = conn.peer;
         let service = service_fn(move |request| {
             let gateway = gateway.clone();
             let busy = InFlight::enter(&in_flight);
+            let conn = conn.clone();
             async move {
                 let _busy = busy;
                 Ok::<_, Infallible>(gateway.handle(request, conn).await)
@@ -171,7 +170,7 @@ impl Serving {
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(e) = result {
-                        tracing::debug!(error = %e, peer = %conn.peer.ip(), "connection ended with an error");
+                        tracing::debug!(error = %e, peer = %peer.ip(), "connection ended with an error");
                     }
                     return;
                 }
@@ -186,7 +185,7 @@ impl Serving {
                     last = now;
                     if quiet > IDLE_CHECKS {
                         closing = true;
-                        tracing::debug!(peer = %conn.peer.ip(), "closing idle connection");
+                        tracing::debug!(peer = %peer.ip(), "closing idle connection");
                         connection.as_mut().graceful_shutdown();
                     }
                 }

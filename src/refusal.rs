@@ -201,30 +201,59 @@ impl Refusal {
     }
 
     /// The response, in `style`, with `WWW-Authenticate` for 401/403.
+    /// The response body, written straight out (a refusal is answered as often as a request is
+    /// forwarded). Problem members in the order `serde_json` gives an object's keys (sorted),
+    /// strings escaped by `serde_json`.
+    fn body(&self, style: ErrorStyle, status: StatusCode) -> Vec<u8> {
+        let mut out = Vec::with_capacity(192);
+        let string = |out: &mut Vec<u8>, s: &str| {
+            serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+        };
+        let detail = self.detail();
+        match style {
+            ErrorStyle::Problem => {
+                out.extend_from_slice(b"{\"detail\":");
+                string(&mut out, &detail);
+                if let Refusal::InsufficientScope { needed } | Refusal::Gated { needed, .. } = self
+                {
+                    out.extend_from_slice(b",\"scope\":");
+                    string(&mut out, needed);
+                }
+                out.extend_from_slice(b",\"status\":");
+                out.extend_from_slice(status.as_str().as_bytes());
+                out.extend_from_slice(b",\"title\":");
+                string(&mut out, status.canonical_reason().unwrap_or("Error"));
+                out.extend_from_slice(b",\"type\":");
+                let reason = self.reason();
+                if reason
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    out.extend_from_slice(b"\"urn:scopegate:problem:");
+                    out.extend_from_slice(reason.as_bytes());
+                    out.push(b'"');
+                } else {
+                    string(&mut out, &format!("urn:scopegate:problem:{reason}"));
+                }
+                out.push(b'}');
+            }
+            ErrorStyle::Shopify => {
+                out.extend_from_slice(b"{\"errors\":");
+                string(&mut out, &format!("[API] {detail}"));
+                out.push(b'}');
+            }
+        }
+        out
+    }
+
     pub fn into_response(self, style: ErrorStyle, realm: &str) -> Response<Full<Bytes>> {
         let status = self.status();
-        let detail = self.detail();
-        let body = match style {
-            ErrorStyle::Problem => {
-                let mut problem = serde_json::json!({
-                    "type": format!("urn:scopegate:problem:{}", self.reason()),
-                    "title": status.canonical_reason().unwrap_or("Error"),
-                    "status": status.as_u16(),
-                    "detail": detail,
-                });
-                if let Refusal::InsufficientScope { needed } | Refusal::Gated { needed, .. } = &self
-                {
-                    problem["scope"] = serde_json::Value::from(&**needed);
-                }
-                problem
-            }
-            ErrorStyle::Shopify => serde_json::json!({ "errors": format!("[API] {detail}") }),
-        };
+        let body = self.body(style, status);
         let content_type = match style {
             ErrorStyle::Problem => "application/problem+json",
             ErrorStyle::Shopify => "application/json; charset=utf-8",
         };
-        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -242,12 +271,85 @@ impl Refusal {
             )),
             _ => None,
         };
-        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        if let Some(c) = challenge.and_then(|c| HeaderValue::from_maybe_shared(Bytes::from(c)).ok())
+        {
             headers.insert(header::WWW_AUTHENTICATE, c);
         }
         if let Refusal::MethodNotAllowed { allow } = self {
             headers.insert(header::ALLOW, allow);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body as it was built before it was written by hand: a `serde_json` value.
+    fn as_value(r: &Refusal, style: ErrorStyle) -> String {
+        let status = r.status();
+        let detail = r.detail();
+        match style {
+            ErrorStyle::Problem => {
+                let mut problem = serde_json::json!({
+                    "type": format!("urn:scopegate:problem:{}", r.reason()),
+                    "title": status.canonical_reason().unwrap_or("Error"),
+                    "status": status.as_u16(),
+                    "detail": detail,
+                });
+                if let Refusal::InsufficientScope { needed } | Refusal::Gated { needed, .. } = r {
+                    problem["scope"] = serde_json::Value::from(&**needed);
+                }
+                problem.to_string()
+            }
+            ErrorStyle::Shopify => {
+                serde_json::json!({ "errors": format!("[API] {detail}") }).to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn bodies_are_byte_identical_to_the_serde_json_value() {
+        let needed: Arc<str> = "read_orders \"quoted\" \\ \u{e9}\u{1}".into();
+        let refusals = [
+            Refusal::BadTarget(PathError::DotSegment),
+            Refusal::Ambiguous("host_mismatch"),
+            Refusal::Malformed("bad_request_body"),
+            Refusal::BodyTimeout,
+            Refusal::CorsRejected("origin_not_allowed"),
+            Refusal::NoRoute,
+            Refusal::MethodNotAllowed {
+                allow: HeaderValue::from_static("GET, HEAD"),
+            },
+            Refusal::MissingCredentials,
+            Refusal::AmbiguousCredentials,
+            Refusal::InvalidToken(TokenError::Expired),
+            Refusal::InsufficientScope {
+                needed: needed.clone(),
+            },
+            Refusal::Gated {
+                needed: needed.clone(),
+                gate: Gate::PrivateApp,
+            },
+            Refusal::Gated {
+                needed,
+                gate: Gate::NotApproved,
+            },
+            Refusal::WrongTenant,
+            Refusal::BodyTooLarge,
+            Refusal::CredentialsUnavailable("keys_not_loaded"),
+            // A reason that would need escaping takes the escaped path.
+            Refusal::CredentialsUnavailable("odd \"reason\""),
+            Refusal::UpstreamUnreachable,
+            Refusal::UpstreamFailed,
+            Refusal::UpstreamTimeout,
+        ];
+        for r in &refusals {
+            for style in [ErrorStyle::Problem, ErrorStyle::Shopify] {
+                let written = String::from_utf8(r.body(style, r.status())).unwrap();
+                assert_eq!(written, as_value(r, style), "{r:?} {style:?}");
+            }
+        }
     }
 }

@@ -30,10 +30,23 @@ use crate::upstream::{
 pub type ProxyBody = Either<Relayed<Incoming>, Full<Bytes>>;
 
 /// The connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer's address as the `X-Forwarded-For` value, written once per connection.
+    pub forwarded_for: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> ConnInfo {
+        ConnInfo {
+            peer,
+            tls,
+            forwarded_for: HeaderValue::from_str(&peer.ip().to_string())
+                .expect("an IP address is a header value"),
+        }
+    }
 }
 
 /// Gateway-wide settings that do not change on route reload.
@@ -211,8 +224,8 @@ impl Gateway {
             &mut parts.headers,
             &self.settings.identity_headers,
             &ForwardContext {
-                peer: conn.peer,
-                tls: conn.tls,
+                forwarded_for: &cx.conn.forwarded_for,
+                tls: cx.conn.tls,
                 host,
                 identity: identity.as_deref(),
                 route: &route.template_header,

@@ -2,7 +2,6 @@
 //! (normalised path, hop-by-hop headers out, X-Forwarded-* and identity headers in), bounded in
 //! time and body size.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -233,7 +232,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// What the forwarded request says about the client and the decision.
 #[derive(Debug)]
 pub struct ForwardContext<'a> {
-    pub peer: SocketAddr,
+    /// The client's address, as `X-Forwarded-For` carries it.
+    pub forwarded_for: &'a HeaderValue,
     pub tls: bool,
     pub host: Option<HeaderValue>,
     pub identity: Option<&'a Identity>,
@@ -263,9 +263,7 @@ pub fn prepare_request_headers(
     for name in stripped {
         headers.remove(name);
     }
-    if let Ok(v) = HeaderValue::from_str(&cx.peer.ip().to_string()) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), cx.forwarded_for.clone());
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if cx.tls { "https" } else { "http" }),
