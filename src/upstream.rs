@@ -1,17 +1,19 @@
-//! Forwarding to the upstream: one pooled keep-alive client per upstream, the request rewritten
-//! (normalised path, hop-by-hop headers out, X-Forwarded-* and identity headers in), bounded in
-//! time and body size.
+//! Forwarding to the upstream: a keep-alive HTTP/1.1 connection pool per upstream, the request
+//! rewritten (normalised path, hop-by-hop headers out, X-Forwarded-* and identity headers in),
+//! bounded in time and body size.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, Scheme};
+use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioIo;
+use tower_service::Service;
 
 use crate::body::{self, BodyError, Relayed};
 use crate::credentials::Identity;
@@ -33,17 +35,15 @@ pub struct UpstreamSpec {
     pub read_ahead: usize,
 }
 
-/// A pooled client bound to one origin.
+/// One upstream origin and its connection pool.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: Arc<str>,
-    scheme: Scheme,
-    authority: Authority,
     /// Path prefix of the upstream URL, without a trailing slash ("" for none).
     base_path: String,
     response_timeout: Duration,
     read_ahead: usize,
-    client: Client<HttpConnector, UpstreamBody>,
+    pool: Arc<Pool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,29 +63,34 @@ impl Upstream {
             return Err(bad());
         }
         let authority = spec.url.authority().cloned().ok_or_else(bad)?;
+        let origin = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .map_err(|_| bad())?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(spec.connect_timeout));
         connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(spec.pool_idle_timeout)
-            .pool_max_idle_per_host(spec.pool_max_idle)
-            .set_host(false)
-            .build(connector);
         Ok(Upstream {
             name: spec.name.as_str().into(),
-            scheme,
-            authority,
             base_path: spec.url.path().trim_end_matches('/').to_owned(),
             response_timeout: spec.response_timeout,
             read_ahead: spec.read_ahead,
-            client,
+            pool: Arc::new(Pool {
+                connector,
+                origin,
+                conns: Mutex::new(Vec::new()),
+                max_idle: spec.pool_max_idle,
+                idle_timeout: spec.pool_idle_timeout,
+                reaping: AtomicBool::new(false),
+            }),
         })
     }
 
-    /// The upstream URI for a normalised path and the client's query.
+    /// The request target sent upstream (origin form): the base path, the normalised path and
+    /// the client's query.
     pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Refusal> {
         let mut pq = String::with_capacity(
             self.base_path.len() + path.len() + 1 + query.map_or(0, str::len),
@@ -96,12 +101,7 @@ impl Upstream {
             pq.push('?');
             pq.push_str(q);
         }
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|_| Refusal::Ambiguous("unforwardable_target"))
+        Uri::try_from(pq).map_err(|_| Refusal::Ambiguous("unforwardable_target"))
     }
 
     /// Sends the prepared request. The response head must come within the response timeout,
@@ -112,10 +112,10 @@ impl Upstream {
         request: Request<UpstreamBody>,
     ) -> Result<Response<Relayed<Incoming>>, Refusal> {
         let response =
-            match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            match tokio::time::timeout(self.response_timeout, self.pool.send(request)).await {
                 Err(_) => return Err(Refusal::UpstreamTimeout),
                 Ok(Ok(response)) => response,
-                Ok(Err(e)) => return Err(classify(&e)),
+                Ok(Err(e)) => return Err(e.refusal()),
             };
         let (parts, incoming) = response.into_parts();
         match body::read_ahead(incoming, self.read_ahead, u64::MAX, self.response_timeout).await {
@@ -126,22 +126,170 @@ impl Upstream {
     }
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> Refusal {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(e) = s.downcast_ref::<BodyError>() {
-            return match e {
-                BodyError::TooLarge(_) => Refusal::BodyTooLarge,
-                BodyError::Idle(_) => Refusal::BodyTimeout,
-                BodyError::Broken(_) => Refusal::Malformed("bad_request_body"),
-            };
-        }
-        source = s.source();
+/// Keep-alive HTTP/1.1 connections to one upstream (hyper's client protocol; the pool is ours
+/// because hyper-util's generic one spawned a task and a channel per response to learn when a
+/// connection was free again). A connection goes back on the list as soon as its response head
+/// is in; a request takes the most recently used one that is ready (hyper says so once the
+/// previous exchange, body included, is over) and opens a new one when none is. Closed
+/// connections are dropped on the way, and ready ones idle longer than the idle timeout, also
+/// by a background sweep. At most `max_idle` are kept.
+struct Pool {
+    connector: HttpConnector,
+    /// `http://host:port/`, what the connector dials.
+    origin: Uri,
+    conns: Mutex<Vec<Pooled>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    /// Whether the sweep task runs (started with the first connection, inside the runtime).
+    reaping: AtomicBool,
+}
+
+struct Pooled {
+    sender: http1::SendRequest<UpstreamBody>,
+    /// When it went back on the list.
+    since: Instant,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("origin", &self.origin)
+            .field("max_idle", &self.max_idle)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
     }
-    if e.is_connect() {
-        Refusal::UpstreamUnreachable
-    } else {
-        Refusal::UpstreamFailed
+}
+
+/// Why a request got no response head.
+#[derive(Debug)]
+enum SendError {
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    Http(hyper::Error),
+}
+
+impl SendError {
+    fn refusal(&self) -> Refusal {
+        match self {
+            SendError::Connect(e) => {
+                tracing::debug!(error = %e, "upstream connect failed");
+                Refusal::UpstreamUnreachable
+            }
+            SendError::Http(e) => {
+                let mut source: Option<&(dyn std::error::Error + 'static)> =
+                    std::error::Error::source(e);
+                while let Some(s) = source {
+                    if let Some(e) = s.downcast_ref::<BodyError>() {
+                        return match e {
+                            BodyError::TooLarge(_) => Refusal::BodyTooLarge,
+                            BodyError::Idle(_) => Refusal::BodyTimeout,
+                            BodyError::Broken(_) => Refusal::Malformed("bad_request_body"),
+                        };
+                    }
+                    source = s.source();
+                }
+                tracing::debug!(error = %e, "upstream exchange failed");
+                Refusal::UpstreamFailed
+            }
+        }
+    }
+}
+
+impl Pool {
+    async fn send(
+        self: &Arc<Self>,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut pooled = self.checkout();
+        loop {
+            let (mut sender, reused) = match pooled.take() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.put_back(sender);
+                    return Ok(response);
+                }
+                // A kept connection that closed before the request went out (the upstream's
+                // idle timeout raced this request): nothing was sent, so try another.
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        pooled = self.checkout();
+                    }
+                    _ => return Err(SendError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    fn checkout(&self) -> Option<http1::SendRequest<UpstreamBody>> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(i) = conns.iter().rposition(|c| c.sender.is_ready()) {
+            let c = conns.remove(i);
+            if c.since.elapsed() < self.idle_timeout {
+                return Some(c.sender);
+            }
+        }
+        conns.retain(|c| !c.sender.is_closed());
+        None
+    }
+
+    fn put_back(&self, sender: http1::SendRequest<UpstreamBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if conns.len() < self.max_idle {
+            conns.push(Pooled {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
+        let io = self
+            .connector
+            .clone()
+            .call(self.origin.clone())
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(io.into_inner()))
+            .await
+            .map_err(SendError::Http)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        if !self.reaping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
+        Ok(sender)
+    }
+}
+
+/// Closes kept connections idle longer than the idle timeout, and forgets closed ones, until
+/// the pool is gone.
+async fn sweep(pool: Weak<Pool>) {
+    let every = match pool.upgrade() {
+        Some(p) => (p.idle_timeout / 2).max(Duration::from_millis(100)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let mut conns = pool.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = |c: &Pooled| {
+            c.sender.is_closed() || (c.sender.is_ready() && c.since.elapsed() >= pool.idle_timeout)
+        };
+        conns.retain(|c| !stale(c));
     }
 }
 

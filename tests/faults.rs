@@ -4,6 +4,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -268,4 +270,166 @@ async fn a_request_whose_client_hangs_up_is_still_counted() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(metrics.contains(want), "{metrics}");
+}
+
+/// A keep-alive upstream that counts the connections it accepted and those still open. Each
+/// answer waits `delay`; a connection is closed, without a word, after `per_connection`
+/// answers.
+struct KeepAlive {
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    _task: JoinHandle<()>,
+}
+
+fn keep_alive_upstream(listener: TcpListener, per_connection: usize, delay: Duration) -> KeepAlive {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let (a, o) = (accepted.clone(), open.clone());
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            o.fetch_add(1, Ordering::SeqCst);
+            let o = o.clone();
+            connections.spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut answered = 0;
+                'conn: while answered < per_connection {
+                    let end = loop {
+                        if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break 'conn,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    pending.drain(..end);
+                    tokio::time::sleep(delay).await;
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        break;
+                    }
+                    answered += 1;
+                }
+                drop(stream);
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    KeepAlive {
+        accepted,
+        open,
+        _task: task,
+    }
+}
+
+async fn pool_harness(addr: SocketAddr, pool: &str) -> Harness {
+    let unused = Upstream::start(Behaviour::Answer).await;
+    let pool = pool.to_owned();
+    Harness::build_with(TEST_ROUTES, addr, unused, "", true, move |c| {
+        c.replacen(
+            "response_timeout = \"500ms\"\n",
+            &format!("response_timeout = \"500ms\"\n{pool}\n"),
+            1,
+        )
+    })
+    .await
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}");
+}
+
+#[tokio::test]
+async fn kept_connections_are_reused_and_let_go_when_closed_or_idle() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let up = keep_alive_upstream(listener, 3, Duration::ZERO);
+    let h = pool_harness(addr, "pool_idle_timeout = \"400ms\"").await;
+    let token = h.token(json!({"scope": "read_orders"}));
+
+    // One connection serves one request after another.
+    for _ in 0..3 {
+        let (status, body) = fetch(&h, Version::H1, &token).await;
+        assert_eq!((status, body.unwrap()), (StatusCode::OK, Bytes::from("ok")));
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+
+    // The upstream closed it after its third answer: the next request takes a new one.
+    eventually("the upstream closed its connection", || {
+        up.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert_eq!(fetch(&h, Version::H1, &token).await.0, StatusCode::OK);
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+
+    // Idle past `pool_idle_timeout`, the proxy closes it.
+    assert_eq!(up.open.load(Ordering::SeqCst), 1);
+    eventually("the idle connection was closed by the proxy", || {
+        up.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert_eq!(fetch(&h, Version::H1, &token).await.0, StatusCode::OK);
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn no_more_than_pool_max_idle_connections_are_kept() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let up = keep_alive_upstream(listener, usize::MAX, Duration::from_millis(150));
+    let h = pool_harness(addr, "pool_max_idle = 2").await;
+    let token = h.token(json!({"scope": "read_orders"}));
+    // Six at once: six connections, of which two are kept.
+    let replies = futures_join_all((0..6).map(|_| fetch(&h, Version::H2, &token))).await;
+    assert!(
+        replies.iter().all(|(s, _)| *s == StatusCode::OK),
+        "{replies:?}"
+    );
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 6);
+    eventually("all but two connections were closed", || {
+        up.open.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    // The kept two serve the next two at once.
+    let replies = futures_join_all((0..2).map(|_| fetch(&h, Version::H1, &token))).await;
+    assert!(
+        replies.iter().all(|(s, _)| *s == StatusCode::OK),
+        "{replies:?}"
+    );
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 6);
+}
+
+/// Runs the futures concurrently on this task, in order of their results.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.unwrap()).collect()
 }
