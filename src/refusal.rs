@@ -200,7 +200,6 @@ impl Refusal {
         }
     }
 
-    /// The response, in `style`, with `WWW-Authenticate` for 401/403.
     /// The response body, written straight out (a refusal is answered as often as a request is
     /// forwarded). Problem members in the order `serde_json` gives an object's keys (sorted),
     /// strings escaped by `serde_json`.
@@ -246,6 +245,7 @@ impl Refusal {
         out
     }
 
+    /// The response, in `style`, with `WWW-Authenticate` for 401/403.
     pub fn into_response(self, style: ErrorStyle, realm: &str) -> Response<Full<Bytes>> {
         let status = self.status();
         let body = self.body(style, status);

@@ -394,7 +394,7 @@ impl Gateway {
                 // moved inside every request's future.
                 let identity = match self.auth.cached(&parts.headers) {
                     Some(identity) => identity,
-                    None => Box::pin(self.auth.authenticate_uncached(&parts.headers))
+                    None => Box::pin(self.auth.authenticate(&parts.headers))
                         .await
                         .map_err(|e| deny(None, e.into()))?,
                 };

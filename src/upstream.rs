@@ -150,6 +150,13 @@ struct Pooled {
     since: Instant,
 }
 
+impl Pooled {
+    /// On the list longer than `idle_timeout` (an idle timeout only once it is ready again).
+    fn idle_past(&self, idle_timeout: Duration) -> bool {
+        self.since.elapsed() >= idle_timeout
+    }
+}
+
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
@@ -227,7 +234,7 @@ impl Pool {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(i) = conns.iter().rposition(|c| c.sender.is_ready()) {
             let c = conns.remove(i);
-            if c.since.elapsed() < self.idle_timeout {
+            if !c.idle_past(self.idle_timeout) {
                 return Some(c.sender);
             }
         }
@@ -286,10 +293,9 @@ async fn sweep(pool: Weak<Pool>) {
             return;
         };
         let mut conns = pool.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let stale = |c: &Pooled| {
-            c.sender.is_closed() || (c.sender.is_ready() && c.since.elapsed() >= pool.idle_timeout)
-        };
-        conns.retain(|c| !stale(c));
+        conns.retain(|c| {
+            !(c.sender.is_closed() || (c.sender.is_ready() && c.idle_past(pool.idle_timeout)))
+        });
     }
 }
 

@@ -390,15 +390,8 @@ impl Authenticator {
         Some(Ok(identity))
     }
 
-    /// The identity behind the request's bearer token: from the cache, or verified and cached.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthError> {
-        if let Some(identity) = self.cached(headers) {
-            return Ok(identity);
-        }
-        self.authenticate_uncached(headers).await
-    }
-
-    /// The cache-hit path of [`Authenticator::authenticate`], with nothing to wait for. A token
+    /// The cache-hit path, with nothing to wait for; on `None`, [`Authenticator::authenticate`]
+    /// decides. A token
     /// verified before is looked up before its bytes are checked: the cache holds only bearer
     /// JWTs that passed every check of the full path, and a hit means the same bytes (see
     /// `cache_key`), so those checks would pass again. Saves a pass over several hundred bytes.
@@ -412,12 +405,10 @@ impl Authenticator {
         Some(identity)
     }
 
-    /// [`Authenticator::authenticate`] past the fast cache lookup: every check on the token's
-    /// bytes, then the cache again (an opaque header may have been present), then verification.
-    pub async fn authenticate_uncached(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Arc<Identity>, AuthError> {
+    /// The identity behind the request's credentials when [`Authenticator::cached`] had none:
+    /// every check on the token's bytes, then the cache again (an opaque header may have been
+    /// present), then verification or the opaque token's source, and the result cached.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthError> {
         let token = match self.presented(headers)? {
             Presented::Jwt(token) => token,
             Presented::Opaque(token) => return self.resolve_opaque(token).await,
