@@ -29,6 +29,24 @@ pub enum BodyError {
     Broken(Box<dyn StdError + Send + Sync>),
 }
 
+/// What kind of failure a [`BodyError`] is, without its cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    Idle,
+    TooLarge,
+    Broken,
+}
+
+impl BodyError {
+    pub fn fault(&self) -> BodyFault {
+        match self {
+            BodyError::Idle(_) => BodyFault::Idle,
+            BodyError::TooLarge(_) => BodyFault::TooLarge,
+            BodyError::Broken(_) => BodyFault::Broken,
+        }
+    }
+}
+
 /// A body read ahead: complete when it fitted the bound, otherwise what was read and the rest.
 #[derive(Debug)]
 pub struct Relayed<B> {

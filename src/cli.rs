@@ -10,6 +10,7 @@ use crate::app::{App, Running};
 use crate::config::{Config, LogFormat};
 use crate::demo::{self, DemoOptions};
 use crate::mint::{self, Signer};
+use crate::policy::Verdict;
 use crate::routes;
 use crate::telemetry;
 
@@ -267,7 +268,7 @@ async fn explain(config: Config, args: ExplainArgs) -> anyhow::Result<bool> {
         request = request.header(name.trim(), value.trim());
     }
     let (parts, ()) = request.body(())?.into_parts();
-    let e = app.gateway().explain(&parts).await;
+    let e = app.policy().explain(&parts).await;
     let dash = || "-".to_owned();
     println!("request      {} {}", parts.method, args.path);
     match &e.route {
@@ -312,11 +313,22 @@ async fn explain(config: Config, args: ExplainArgs) -> anyhow::Result<bool> {
         ),
     }
     let forwarded = e.canonical_path.is_some();
-    match &e.canonical_path {
-        Some(path) => println!("decision     ALLOW: would forward {} {path}", parts.method),
-        None => println!(
+    let path = e.canonical_path.as_deref().unwrap_or("-");
+    match &e.verdict {
+        Verdict::Allow => println!("decision     ALLOW: would forward {} {path}", parts.method),
+        // Shadow mode: live traffic forwards this and counts it as would_deny.
+        Verdict::WouldDeny(r) => println!(
+            "decision     WOULD_DENY {} {} ({}): would forward {} {path}",
+            r.status().as_u16(),
+            r.decision(),
+            r.reason(),
+            parts.method
+        ),
+        Verdict::Deny(r) => println!(
             "decision     DENY {} {} ({})",
-            e.status, e.outcome, e.reason
+            r.status().as_u16(),
+            r.decision(),
+            r.reason()
         ),
     }
     Ok(forwarded)

@@ -10,11 +10,40 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::config::CorsConfig;
 use crate::routes::Route;
 
-/// The compiled `[cors]` section.
-#[derive(Debug)]
+/// `[cors]` as written: which browser origins may call the API. Preflights are answered by
+/// scopegate itself and never forwarded.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`https://admin.example.com`), or `"*"` for any (not with credentials).
+    pub allowed_origins: Vec<String>,
+    /// Request headers a browser may send (case-insensitive).
+    #[serde(default = "default_cors_headers")]
+    pub allowed_headers: Vec<String>,
+    /// Response headers scripts may read.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    #[serde(default = "default_cors_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Send `Access-Control-Allow-Credentials: true` (cookies, client certificates).
+    #[serde(default)]
+    pub allow_credentials: bool,
+}
+
+fn default_cors_headers() -> Vec<String> {
+    vec!["authorization".into(), "content-type".into()]
+}
+
+fn default_cors_max_age() -> Duration {
+    DEFAULT_MAX_AGE
+}
+
+/// The compiled `[cors]` section, checked when the config is read.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(try_from = "CorsConfig")]
 pub struct Cors {
     any_origin: bool,
     /// Lower-cased `scheme://host[:port]`.
@@ -28,6 +57,14 @@ pub struct Cors {
 
 /// Why a preflight was refused (the `reason` label).
 pub type Rejection = &'static str;
+
+impl TryFrom<CorsConfig> for Cors {
+    type Error = String;
+
+    fn try_from(config: CorsConfig) -> Result<Cors, String> {
+        Cors::new(&config).map_err(|e| format!("cors: {e}"))
+    }
+}
 
 impl Cors {
     /// Checks the section; every error names the offending entry.

@@ -7,10 +7,12 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::body::BodyFault;
 use crate::credentials::{AuthError, TokenError};
 use crate::path::PathError;
-use crate::policy::Gate;
-use crate::routes::ErrorStyle;
+use crate::routes::{ErrorStyle, Gate};
+use crate::telemetry::names::decision;
+use crate::upstream::{Unforwardable, UpstreamError};
 
 /// Why a request was not forwarded, or why forwarding failed.
 #[derive(Debug, Clone)]
@@ -58,6 +60,34 @@ impl From<AuthError> for Refusal {
             AuthError::Invalid(t) => Refusal::InvalidToken(t),
             AuthError::Unavailable(why) => Refusal::CredentialsUnavailable(why),
         }
+    }
+}
+
+impl From<BodyFault> for Refusal {
+    /// A request body that could not be passed on.
+    fn from(fault: BodyFault) -> Refusal {
+        match fault {
+            BodyFault::Idle => Refusal::BodyTimeout,
+            BodyFault::TooLarge => Refusal::BodyTooLarge,
+            BodyFault::Broken => Refusal::Malformed("bad_request_body"),
+        }
+    }
+}
+
+impl From<UpstreamError> for Refusal {
+    fn from(e: UpstreamError) -> Refusal {
+        match e {
+            UpstreamError::Unreachable => Refusal::UpstreamUnreachable,
+            UpstreamError::Failed => Refusal::UpstreamFailed,
+            UpstreamError::Timeout => Refusal::UpstreamTimeout,
+            UpstreamError::RequestBody(fault) => Refusal::from(fault),
+        }
+    }
+}
+
+impl From<Unforwardable> for Refusal {
+    fn from(_: Unforwardable) -> Refusal {
+        Refusal::Ambiguous("unforwardable_target")
     }
 }
 
@@ -117,26 +147,26 @@ impl Refusal {
         }
     }
 
-    /// The `decision` metric label.
+    /// The `decision` label.
     pub fn decision(&self) -> &'static str {
         match self {
             Refusal::BadTarget(_)
             | Refusal::Ambiguous(_)
             | Refusal::Malformed(_)
             | Refusal::BodyTimeout
-            | Refusal::AmbiguousCredentials => "bad_request",
-            Refusal::CorsRejected(_) => "cors_rejected",
-            Refusal::NoRoute => "no_route",
-            Refusal::MethodNotAllowed { .. } => "method_not_allowed",
-            Refusal::MissingCredentials => "unauthenticated",
-            Refusal::InvalidToken(_) => "invalid_token",
+            | Refusal::AmbiguousCredentials => decision::BAD_REQUEST,
+            Refusal::CorsRejected(_) => decision::CORS_REJECTED,
+            Refusal::NoRoute => decision::NO_ROUTE,
+            Refusal::MethodNotAllowed { .. } => decision::METHOD_NOT_ALLOWED,
+            Refusal::MissingCredentials => decision::UNAUTHENTICATED,
+            Refusal::InvalidToken(_) => decision::INVALID_TOKEN,
             Refusal::InsufficientScope { .. } | Refusal::Gated { .. } | Refusal::WrongTenant => {
-                "forbidden"
+                decision::FORBIDDEN
             }
-            Refusal::BodyTooLarge => "body_too_large",
-            Refusal::CredentialsUnavailable(_) => "credentials_unavailable",
+            Refusal::BodyTooLarge => decision::BODY_TOO_LARGE,
+            Refusal::CredentialsUnavailable(_) => decision::CREDENTIALS_UNAVAILABLE,
             Refusal::UpstreamUnreachable | Refusal::UpstreamFailed | Refusal::UpstreamTimeout => {
-                "upstream_error"
+                decision::UPSTREAM_ERROR
             }
         }
     }

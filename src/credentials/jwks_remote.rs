@@ -17,11 +17,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::Algorithm;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::idp_client;
 use super::keys::{self, KeyError, VerifyKey};
+use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
 
 /// Largest JWKS document accepted.
@@ -192,7 +193,7 @@ impl RemoteJwks {
     /// `shutdown` turns true or its sender is dropped.
     pub fn spawn_refresher(
         self: &Arc<Self>,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: Shutdown,
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
@@ -307,16 +308,13 @@ impl RemoteJwks {
 }
 
 /// Runs `work` unless `shutdown` turns true (or its sender goes away) first.
-async fn until_shutdown<F: Future>(
-    shutdown: &mut watch::Receiver<bool>,
-    work: F,
-) -> Option<F::Output> {
-    if *shutdown.borrow_and_update() {
+async fn until_shutdown<F: Future>(shutdown: &mut Shutdown, work: F) -> Option<F::Output> {
+    if shutdown.is_set() {
         return None;
     }
     tokio::select! {
         out = work => Some(out),
-        _ = shutdown.wait_for(|stop| *stop) => None,
+        _ = shutdown.wait() => None,
     }
 }
 
@@ -597,7 +595,7 @@ mod tests {
     async fn refresher_fetches_at_start_then_every_interval_and_stops() {
         let server = Server::start(jwks_with_kid("k1")).await;
         let jwks = server.jwks(Duration::from_millis(100), LONG, TIMEOUT);
-        let (stop, shutdown) = watch::channel(false);
+        let (stop, shutdown) = crate::shutdown::channel();
         let task = jwks.spawn_refresher(shutdown);
 
         wait_for(|| jwks.has_keys()).await;
@@ -606,7 +604,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(450)).await;
         assert!(server.hits() >= first + 2, "hits {}", server.hits());
 
-        stop.send(true).unwrap();
+        stop.fire();
         tokio::time::timeout(Duration::from_secs(2), task)
             .await
             .expect("refresher stops on shutdown")
@@ -621,7 +619,7 @@ mod tests {
         let server = Server::start(jwks_with_kid("k1")).await;
         server.answer(StatusCode::BAD_GATEWAY, "");
         let jwks = server.jwks(LONG, LONG, TIMEOUT);
-        let (stop, shutdown) = watch::channel(false);
+        let (stop, shutdown) = crate::shutdown::channel();
         let task = jwks.spawn_refresher(shutdown);
 
         wait_for(|| server.hits() >= 3).await;

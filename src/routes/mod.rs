@@ -55,6 +55,17 @@ pub struct Preset {
     pub examples: Box<[Example]>,
 }
 
+/// Why a held scope did not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// The client is not on the approval list for the scope.
+    NotApproved,
+    /// The scope is not available to private apps.
+    PrivateApp,
+    /// The store does not have the scope's business function enabled.
+    NoQualification,
+}
+
 /// Scopes that count only for approved clients, non-private apps, or stores with a business
 /// function enabled.
 #[derive(Debug, Default)]

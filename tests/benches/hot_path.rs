@@ -227,7 +227,7 @@ watch = false
     ))
     .unwrap();
     let app = App::build(config).unwrap();
-    let gateway = app.gateway();
+    let gateway = app.policy();
     assert!(now_or_never(gateway.judge(&parts)).is_ok());
     let denied = get(ORDER_PATH, &sign(rs, "user-2", "read_products"));
     assert!(now_or_never(gateway.judge(&denied)).is_err());

@@ -1,5 +1,10 @@
-//! The serve config (`scopegate serve --config FILE`): TOML read into typed settings, unknown
-//! keys refused, relative paths resolved against the config file's directory.
+//! The serve config (`scopegate serve --config FILE`): TOML read once into validated types
+//! (header names, URLs and CORS are parsed by serde, not again by their users), unknown keys
+//! refused, every problem of a file reported at once ([`validate`]), relative paths resolved
+//! against the config file's directory.
+
+mod validate;
+mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,7 +13,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cors::Cors;
+use crate::forwarding::IdentityHeaderNames;
 use crate::routes::PresetSettings;
+use crate::upstream::UpstreamUrl;
+pub use values::{HeaderNameValue, UriValue};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,7 +46,7 @@ pub struct Config {
     /// Browser cross-origin access (`[cors]`); absent means no CORS headers and preflights are
     /// judged like any other OPTIONS request.
     #[serde(default)]
-    pub cors: Option<CorsConfig>,
+    pub cors: Option<Cors>,
     /// Operator settings per preset name: approved clients, enabled business functions.
     #[serde(default)]
     pub presets: BTreeMap<String, PresetSettings>,
@@ -63,12 +72,16 @@ pub struct ListenConfig {
 pub struct AdminConfig {
     #[serde(default = "default_admin")]
     pub address: SocketAddr,
+    /// Admin connections served at once (its own cap, so admin clients cannot starve the proxy).
+    #[serde(default = "default_admin_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             address: default_admin(),
+            max_connections: default_admin_connections(),
         }
     }
 }
@@ -84,7 +97,7 @@ pub struct RoutesConfig {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `http://host:port` with an optional base path.
-    pub url: String,
+    pub url: UpstreamUrl,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(default = "default_response_timeout", with = "humantime_serde")]
@@ -124,7 +137,7 @@ pub struct CompanionsConfig {
 pub struct CompanionConfig {
     /// Header carrying the token (default `X-Moltin-Customer-Token` or
     /// `EP-Account-Management-Authentication-Token`).
-    pub header: Option<String>,
+    pub header: Option<HeaderNameValue>,
     pub keys: Vec<KeyConfig>,
 }
 
@@ -139,7 +152,7 @@ pub struct KeyConfig {
     pub hmac_secret_file: Option<PathBuf>,
     /// JWKS fetched over HTTP(S): loaded at start (protected routes answer 503 until it is),
     /// refreshed every `refresh_interval` and on an unknown `kid` (at most once per `cooldown`).
-    pub jwks_url: Option<String>,
+    pub jwks_url: Option<UriValue>,
     #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
     pub refresh_interval: Duration,
     #[serde(default = "default_jwks_cooldown", with = "humantime_serde")]
@@ -159,7 +172,7 @@ pub struct OpaqueConfig {
     pub introspection: Option<IntrospectionConfig>,
     /// Headers that carry an opaque token instead of `Authorization`.
     #[serde(default = "default_opaque_headers")]
-    pub headers: Vec<String>,
+    pub headers: Vec<HeaderNameValue>,
 }
 
 impl Default for OpaqueConfig {
@@ -175,7 +188,7 @@ impl Default for OpaqueConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionConfig {
-    pub url: String,
+    pub url: UriValue,
     pub client_id: Option<String>,
     /// File holding the client secret (HTTP Basic with `client_id`).
     pub client_secret_file: Option<PathBuf>,
@@ -260,34 +273,6 @@ impl Default for LimitsConfig {
     }
 }
 
-/// `[cors]`: which browser origins may call the API. Preflights are answered by scopegate
-/// itself and never forwarded.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorsConfig {
-    /// Exact origins (`https://admin.example.com`), or `"*"` for any (not with credentials).
-    pub allowed_origins: Vec<String>,
-    /// Request headers a browser may send (case-insensitive).
-    #[serde(default = "default_cors_headers")]
-    pub allowed_headers: Vec<String>,
-    /// Response headers scripts may read.
-    #[serde(default)]
-    pub expose_headers: Vec<String>,
-    /// How long a browser may cache a preflight answer.
-    #[serde(default = "default_cors_max_age", with = "humantime_serde")]
-    pub max_age: Duration,
-    /// Send `Access-Control-Allow-Credentials: true` (cookies, client certificates).
-    #[serde(default)]
-    pub allow_credentials: bool,
-}
-
-fn default_cors_headers() -> Vec<String> {
-    vec!["authorization".into(), "content-type".into()]
-}
-fn default_cors_max_age() -> Duration {
-    crate::cors::DEFAULT_MAX_AGE
-}
-
 /// Identity header names (`[forwarding.identity_headers]`); any header beginning with
 /// `x-scopegate-` and each configured name is stripped from client requests.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -300,12 +285,32 @@ pub struct ForwardingConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityHeadersConfig {
-    pub subject: Option<String>,
-    pub client: Option<String>,
-    pub scopes: Option<String>,
-    pub token_kind: Option<String>,
-    pub role: Option<String>,
-    pub route: Option<String>,
+    pub subject: Option<HeaderNameValue>,
+    pub client: Option<HeaderNameValue>,
+    pub scopes: Option<HeaderNameValue>,
+    pub token_kind: Option<HeaderNameValue>,
+    pub role: Option<HeaderNameValue>,
+    pub route: Option<HeaderNameValue>,
+}
+
+impl IdentityHeadersConfig {
+    /// The configured names, the default for each one not set.
+    pub fn names(&self) -> IdentityHeaderNames {
+        let mut names = IdentityHeaderNames::default();
+        for (configured, slot) in [
+            (&self.subject, &mut names.subject),
+            (&self.client, &mut names.client),
+            (&self.scopes, &mut names.scopes),
+            (&self.token_kind, &mut names.token_kind),
+            (&self.role, &mut names.role),
+            (&self.route, &mut names.route),
+        ] {
+            if let Some(name) = configured {
+                *slot = name.0.clone();
+            }
+        }
+        names
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -359,12 +364,23 @@ pub enum LogFormat {
     Json,
 }
 
-/// A config file that could not be used; the message names the file and the key or line.
+/// A config file that could not be used; each line of the message names the key or line.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {message}")]
 pub struct ConfigError {
     pub file: String,
     pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, line) in self.message.lines().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {line}", self.file)?;
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -384,7 +400,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses config text; errors carry the line.
+    /// Parses config text. A TOML or type error is reported with its line; once it parses,
+    /// every remaining problem is reported, one per line.
     pub fn parse(text: &str) -> Result<Config, String> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
@@ -393,73 +410,12 @@ impl Config {
                 None => e.message().trim().to_owned(),
             }
         })?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.listen.tls_cert.is_some() != self.listen.tls_key.is_some() {
-            return Err(
-                "listen: give both `tls_cert` and `tls_key`, or neither for plaintext".into(),
-            );
+        let problems = validate::problems(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems.join("\n"))
         }
-        if self.upstreams.is_empty() {
-            return Err("upstreams: at least one upstream is needed (name it `default`)".into());
-        }
-        for (prefix, keys) in self.key_sets() {
-            if keys.is_empty() {
-                return Err(format!("{prefix}: at least one verification key is needed"));
-            }
-            for (i, k) in keys.iter().enumerate() {
-                let sources = [
-                    k.pem.is_some(),
-                    k.jwks_file.is_some(),
-                    k.jwks_url.is_some(),
-                    k.hmac_secret_file.is_some(),
-                ];
-                if sources.iter().filter(|s| **s).count() != 1 {
-                    return Err(format!(
-                        "{prefix}[{i}]: give exactly one of `pem`, `jwks_file`, `jwks_url`, `hmac_secret_file`"
-                    ));
-                }
-                if (k.jwks_file.is_some() || k.jwks_url.is_some()) && k.kid.is_some() {
-                    return Err(format!("{prefix}[{i}]: `kid` comes from the JWKS itself"));
-                }
-            }
-        }
-        if self.routes.paths.is_empty() {
-            return Err("routes.paths: list at least one route file or directory".into());
-        }
-        let limits = &self.limits;
-        for (name, zero) in [
-            ("max_request_body_bytes", limits.max_request_body_bytes == 0),
-            ("max_headers", limits.max_headers == 0),
-            ("max_connections", limits.max_connections == 0),
-            (
-                "h2_max_concurrent_streams",
-                limits.h2_max_concurrent_streams == 0,
-            ),
-            ("header_read_timeout", limits.header_read_timeout.is_zero()),
-            ("idle_timeout", limits.idle_timeout.is_zero()),
-            (
-                "request_body_timeout",
-                limits.request_body_timeout.is_zero(),
-            ),
-        ] {
-            if zero {
-                return Err(format!("limits.{name}: must be greater than zero"));
-            }
-        }
-        if limits.max_header_bytes < 8192 {
-            return Err("limits.max_header_bytes: must be at least 8192".into());
-        }
-        if let Some(cors) = &self.cors {
-            crate::cors::Cors::new(cors).map_err(|e| format!("cors: {e}"))?;
-        }
-        if self.realm.contains('"') || self.realm.contains('\\') {
-            return Err("realm: must not contain quotes or backslashes".into());
-        }
-        Ok(())
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -510,10 +466,12 @@ fn default_jwks_refresh() -> Duration {
 fn default_jwks_cooldown() -> Duration {
     Duration::from_secs(30)
 }
-fn default_opaque_headers() -> Vec<String> {
+fn default_opaque_headers() -> Vec<HeaderNameValue> {
     vec![
-        "x-shopify-access-token".into(),
-        "x-shopify-storefront-access-token".into(),
+        HeaderNameValue(http::HeaderName::from_static("x-shopify-access-token")),
+        HeaderNameValue(http::HeaderName::from_static(
+            "x-shopify-storefront-access-token",
+        )),
     ]
 }
 fn default_introspection_timeout() -> Duration {
@@ -533,6 +491,9 @@ fn default_handshake_timeout() -> Duration {
 }
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_admin_connections() -> usize {
+    32
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(2)

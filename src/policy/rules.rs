@@ -1,9 +1,9 @@
-//! The decision: does this identity satisfy what the route requires? Default deny.
+//! The rule check: does this identity satisfy what the route requires? Default deny.
 
 use std::sync::Arc;
 
 use crate::credentials::{Identity, TokenError};
-use crate::routes::{Companion, Grant, Preset, Requirement};
+use crate::routes::{Companion, Gate, Grant, Preset, Requirement};
 use crate::scopes::ScopeSet;
 
 /// Companion tokens sent with a request, by [`Companion::index`]: absent, valid or refused.
@@ -28,17 +28,6 @@ pub fn check_token(
         return Err(TokenError::IncompatibleScopes);
     }
     Ok(())
-}
-
-/// Why a held scope did not count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
-    /// The client is not on the approval list for the scope.
-    NotApproved,
-    /// The scope is not available to private apps.
-    PrivateApp,
-    /// The store does not have the scope's business function enabled.
-    NoQualification,
 }
 
 /// The scopes that count for this identity under the file's gates, and the first gate that

@@ -1,0 +1,211 @@
+//! One connection: HTTP/1.1 or HTTP/2 served until the client leaves, the connection sits idle,
+//! or shutdown asks it to finish what is in flight.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::{ConnInfo, Handler};
+use crate::shutdown::Shutdown;
+use crate::telemetry::Metrics;
+
+/// One accepted connection and what serving it needs.
+pub(super) struct Serving<H> {
+    pub(super) conn: ConnInfo,
+    pub(super) handler: Arc<H>,
+    pub(super) builder: auto::Builder<TokioExecutor>,
+    pub(super) shutdown: Shutdown,
+    pub(super) idle_timeout: Duration,
+}
+
+impl<H: Handler> Serving<H> {
+    /// The TLS handshake within its deadline, then [`Serving::run`]; a failure is counted.
+    pub(super) async fn handshake(
+        self,
+        stream: TcpStream,
+        config: Arc<ServerConfig>,
+        deadline: Duration,
+        metrics: &Metrics,
+    ) {
+        let peer = self.conn.peer;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => self.run(tls_stream).await,
+            Ok(Err(e)) => {
+                metrics.tls_handshake_failures.inc();
+                tracing::debug!(error = %e, peer = %peer.ip(), "TLS handshake failed");
+            }
+            Err(_) => {
+                metrics.tls_handshake_failures.inc();
+                tracing::debug!(peer = %peer.ip(), "TLS handshake timed out");
+            }
+        }
+    }
+
+    /// Serves requests until the client leaves, the connection sits idle (no bytes either way
+    /// and nothing in flight) for the idle timeout, or shutdown asks it to finish what is in
+    /// flight and close.
+    pub(super) async fn run<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Serving {
+            conn,
+            handler,
+            builder,
+            mut shutdown,
+            idle_timeout,
+        } = self;
+        let activity = Arc::new(Activity::default());
+        let io = Tracked {
+            inner: io,
+            activity: activity.clone(),
+        };
+        let in_flight = activity.clone();
+        let peer = conn.peer;
+        let service = service_fn(move |request| {
+            let handler = handler.clone();
+            let busy = InFlight::enter(&in_flight);
+            let conn = conn.clone();
+            async move {
+                let _busy = busy;
+                Ok::<_, Infallible>(handler.handle(request, conn).await)
+            }
+        });
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        // Idle means no progress over IDLE_CHECKS consecutive checks.
+        let mut ticks = tokio::time::interval(idle_timeout / IDLE_CHECKS);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = activity.bytes.load(Ordering::Relaxed);
+        let mut quiet = 0;
+        let mut closing = shutdown.is_set();
+        if closing {
+            connection.as_mut().graceful_shutdown();
+        }
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, peer = %peer.ip(), "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = shutdown.wait(), if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                _ = ticks.tick(), if !closing => {
+                    let now = activity.bytes.load(Ordering::Relaxed);
+                    let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
+                    quiet = if now == last && !busy { quiet + 1 } else { 0 };
+                    last = now;
+                    if quiet > IDLE_CHECKS {
+                        closing = true;
+                        tracing::debug!(peer = %peer.ip(), "closing idle connection");
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+}
+
+const IDLE_CHECKS: u32 = 4;
+
+/// Progress on one connection: bytes moved either way, and requests being answered.
+#[derive(Debug, Default)]
+struct Activity {
+    bytes: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// Marks a request in flight while it lives.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connection's byte stream, counting what moves.
+struct Tracked<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.activity.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            this.activity.bytes.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &polled {
+            this.activity.bytes.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
