@@ -15,9 +15,11 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// `extra` merged into the serve config; `tls: false` for a plaintext listener.
 async fn harness(extra: &str, tls: bool) -> Harness {
-    let upstream = Upstream::start(Behaviour::Answer).await;
-    Harness::build(TEST_ROUTES, upstream.addr, upstream, extra, tls).await
+    let builder = Harness::new(TEST_ROUTES).toml(extra);
+    let builder = if tls { builder } else { builder.plaintext() };
+    builder.start().await
 }
 
 /// Reads until the proxy closes the connection; `None` if it is still open after `wait`.
@@ -218,17 +220,12 @@ async fn the_accept_loop_survives_running_out_of_file_descriptors() {
     std::fs::create_dir_all(dir.path().join("routes")).unwrap();
     std::fs::write(dir.path().join("routes/test.toml"), TEST_ROUTES).unwrap();
     let upstream = Upstream::start(Behaviour::Answer).await;
-    let config: String = common::config_text(dir.path(), &material, upstream.addr, "")
-        .lines()
-        .filter(|l| !l.starts_with("tls_"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let mut config = common::config_table(dir.path(), &material, upstream.addr);
+    common::plaintext(&mut config);
     let proxy_port = free_port().await;
-    let config = config.replace(
-        "address = \"127.0.0.1:0\"",
-        &format!("address = \"127.0.0.1:{proxy_port}\""),
-    ) + "[admin]\naddress = \"127.0.0.1:0\"\n";
-    std::fs::write(dir.path().join("scopegate.toml"), config).unwrap();
+    config["listen"]["address"] = format!("127.0.0.1:{proxy_port}").into();
+    common::set(&mut config, "admin.address", "127.0.0.1:0");
+    common::write_config(&dir.path().join("scopegate.toml"), &config);
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
