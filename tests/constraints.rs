@@ -218,8 +218,7 @@ payment_gateway = ["store-1"]
 
 #[tokio::test]
 async fn approval_private_app_and_business_function_gates() {
-    let upstream = common::Upstream::start(common::Behaviour::Answer).await;
-    let h = Harness::with_upstream(GATED, upstream.addr, upstream, GATED_SETTINGS).await;
+    let h = Harness::new(GATED).toml(GATED_SETTINGS).start().await;
 
     let approved =
         h.token(json!({"scope": "read_orders read_all_orders", "client_id": "approved-app"}));

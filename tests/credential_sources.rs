@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Behaviour, Harness, TEST_ROUTES, Upstream, Version};
+use common::{Harness, TEST_ROUTES, Version};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -109,25 +109,19 @@ fn sign(key: &RsaKey, kid: &str) -> String {
 
 /// A harness whose main key set is the JWKS at `url` instead of the demo file.
 async fn with_jwks_url(url: &str) -> Harness {
-    let upstream = Upstream::start(Behaviour::Answer).await;
-    let swap = format!(
-        "[[jwt.keys]]\njwks_url = \"{url}\"\nrefresh_interval = \"300ms\"\ncooldown = \"2s\"\nalgorithms = [\"RS256\"]\n"
-    );
-    Harness::build_with(
-        TEST_ROUTES,
-        upstream.addr,
-        upstream,
-        "",
-        true,
-        move |config| {
-            let start = config.find("[[jwt.keys]]").unwrap();
-            let end = start
-                + config[start..].find("algorithms = [\"RS256\"]\n").unwrap()
-                + "algorithms = [\"RS256\"]\n".len();
-            format!("{}{}{}", &config[..start], swap, &config[end..])
-        },
-    )
-    .await
+    let mut keys = toml::Table::new();
+    keys.insert("jwks_url".into(), url.into());
+    keys.insert("refresh_interval".into(), "300ms".into());
+    keys.insert("cooldown".into(), "2s".into());
+    keys.insert("algorithms".into(), vec!["RS256"].into());
+    Harness::new(TEST_ROUTES)
+        .config(|t| {
+            let main = common::get(t, "jwt.keys");
+            assert!(main[0].get("jwks_file").is_some(), "{main}");
+            *main = vec![keys].into();
+        })
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,14 +265,13 @@ async fn introspection_is_cached_single_flight_and_fails_closed() {
         }
     })
     .await;
-    let upstream = Upstream::start(Behaviour::Answer).await;
-    let h = Harness::with_upstream(
-        TEST_ROUTES,
-        upstream.addr,
-        upstream,
-        &introspection_config(&format!("http://{}/introspect", idp.addr)),
-    )
-    .await;
+    let h = Harness::new(TEST_ROUTES)
+        .toml(&introspection_config(&format!(
+            "http://{}/introspect",
+            idp.addr
+        )))
+        .start()
+        .await;
 
     // 20 concurrent requests with one new opaque token: one introspection call.
     let mut tasks = Vec::new();
@@ -360,14 +353,10 @@ async fn introspection_is_cached_single_flight_and_fails_closed() {
 #[tokio::test]
 async fn introspection_unreachable_is_503() {
     let down = common::closed_port().await;
-    let upstream = Upstream::start(Behaviour::Answer).await;
-    let h = Harness::with_upstream(
-        TEST_ROUTES,
-        upstream.addr,
-        upstream,
-        &introspection_config(&format!("http://{down}/introspect")),
-    )
-    .await;
+    let h = Harness::new(TEST_ROUTES)
+        .toml(&introspection_config(&format!("http://{down}/introspect")))
+        .start()
+        .await;
     assert_eq!(
         h.get("/shop/orders", Some("opaque-1")).await.status,
         StatusCode::SERVICE_UNAVAILABLE
@@ -390,8 +379,7 @@ async fn static_token_file_holds_only_hashes() {
         "[opaque]\nstatic_tokens_file = {}\n",
         toml::Value::from(file.display().to_string())
     );
-    let upstream = Upstream::start(Behaviour::Answer).await;
-    let h = Harness::with_upstream(TEST_ROUTES, upstream.addr, upstream, &extra).await;
+    let h = Harness::new(TEST_ROUTES).toml(&extra).start().await;
     let reply = h
         .send(
             Version::H1,

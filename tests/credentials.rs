@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Behaviour, Harness, TEST_ROUTES, Upstream};
+use common::{Harness, TEST_ROUTES};
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PKCS_RSA_SHA256};
@@ -72,8 +72,7 @@ fn sign(alg: Algorithm, key: &EncodingKey, kid: &str) -> String {
 #[tokio::test]
 async fn every_supported_algorithm_verifies_with_its_own_key_only() {
     let k = keys();
-    let upstream = Upstream::start(Behaviour::Answer).await;
-    let h = Harness::with_upstream(TEST_ROUTES, upstream.addr, upstream, &k.config).await;
+    let h = Harness::new(TEST_ROUTES).toml(&k.config).start().await;
     let good = [
         ("RS256 (JWKS)", h.token(json!({"scope": "read_orders"}))),
         ("ES256", sign(Algorithm::ES256, &k.es, "es")),
@@ -239,8 +238,17 @@ async fn bad_key_config_fails_at_load_naming_the_file() {
         .to_string();
     assert!(err.contains("at least 32 bytes"), "{err}");
 
-    let text = common::config_text(h_dir.path(), &material, "127.0.0.1:1".parse().unwrap(), "")
-        .replace(r#"algorithms = ["RS256"]"#, r#"algorithms = ["none"]"#);
+    let mut table = common::config_table(h_dir.path(), &material, "127.0.0.1:1".parse().unwrap());
+    for keys in [
+        "jwt.keys",
+        "jwt.companions.customer.keys",
+        "jwt.companions.account_management.keys",
+    ] {
+        let key = &mut common::get(&mut table, keys)[0];
+        assert_eq!(key["algorithms"], vec!["RS256"].into(), "{keys}");
+        key["algorithms"] = vec!["none"].into();
+    }
+    let text = toml::to_string(&table).unwrap();
     let err = scopegate::app::App::build(scopegate::config::Config::parse(&text).unwrap())
         .unwrap_err()
         .to_string();

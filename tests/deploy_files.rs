@@ -182,7 +182,11 @@ url = "http://{idp_down}/introspect"
 timeout = "200ms"
 "#
     );
-    let h = Harness::with_upstream(&routes, upstream.addr, upstream, &extra).await;
+    let h = Harness::new(&routes)
+        .upstream(upstream)
+        .toml(&extra)
+        .start()
+        .await;
     let allowed = h.token(json!({"scope": "read_orders"}));
     let other = h.token(json!({"scope": "read_products"}));
     assert_eq!(h.get("/shop/orders", Some(&allowed)).await.status, 200);
@@ -368,8 +372,7 @@ async fn certificate_expiry_and_last_reload_follow_what_is_loaded() {
 /// the expiry alerts leave alone.
 #[tokio::test]
 async fn no_certificate_means_expiry_zero() {
-    let upstream = Upstream::start(common::Behaviour::Answer).await;
-    let h = Harness::build(TEST_ROUTES, upstream.addr, upstream, "", false).await;
+    let h = Harness::new(TEST_ROUTES).plaintext().start().await;
     assert_eq!(gauge(&h.metrics().await, EXPIRY), 0.0);
 }
 
@@ -405,22 +408,28 @@ async fn kubernetes_serve_configs_load_with_the_repository_routes() {
         // The identity provider is a placeholder: point the key set at a closed loopback port
         // (nothing leaves the machine; readiness waits, the proxy still starts).
         let idp = common::closed_port().await;
-        let moved = text
-            .replace(
-                "\"/etc/scopegate/",
-                &format!("\"{}/etc/scopegate/", root.path().display()),
-            )
-            .replace(
-                "\"https://idp.example.com/.well-known/jwks.json\"",
-                &format!("\"http://{idp}/jwks.json\""),
-            );
+        let mut moved = toml::Value::Table(text.parse().unwrap_or_else(|e| panic!("{file}: {e}")));
+        let (mut paths, mut key_sets) = (0, Vec::new());
+        each_string(&mut moved, None, &mut |key, s| {
+            if s.starts_with("/etc/scopegate/") {
+                *s = format!("{}{s}", root.path().display());
+                paths += 1;
+            }
+            if key == Some("jwks_url") {
+                if s == "https://idp.example.com/.well-known/jwks.json" {
+                    *s = format!("http://{idp}/jwks.json");
+                }
+                key_sets.push(s.clone());
+            }
+        });
+        assert!(paths > 0, "{file}: no pod path moved");
         assert!(
-            !moved.contains("jwks_url = \"https"),
-            "{file}: unexpected key set URL"
+            !key_sets.iter().any(|url| url.starts_with("https")),
+            "{file}: unexpected key set URL: {key_sets:?}"
         );
         let config_path = pod("/etc/scopegate/config/scopegate.toml");
         std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
-        std::fs::write(&config_path, moved).unwrap();
+        std::fs::write(&config_path, toml::to_string(&moved).unwrap()).unwrap();
         let config = Config::load(&config_path).unwrap_or_else(|e| panic!("{file}: {e}"));
         let max_entries = config.cache.max_entries;
         let app = App::build(config).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -438,6 +447,23 @@ async fn kubernetes_serve_configs_load_with_the_repository_routes() {
             "{file}"
         );
         running.shutdown().await;
+    }
+}
+
+/// Calls `edit(key, string)` for every string in `value`; `key` is the table key it sits under
+/// (for an array's items, the array's key).
+fn each_string(
+    value: &mut toml::Value,
+    key: Option<&str>,
+    edit: &mut impl FnMut(Option<&str>, &mut String),
+) {
+    match value {
+        toml::Value::String(s) => edit(key, s),
+        toml::Value::Array(items) => items.iter_mut().for_each(|v| each_string(v, key, edit)),
+        toml::Value::Table(t) => t
+            .iter_mut()
+            .for_each(|(k, v)| each_string(v, Some(k.as_str()), edit)),
+        _ => {}
     }
 }
 

@@ -136,3 +136,55 @@ fn the_example_config_loads_and_explains() {
         "{text}"
     );
 }
+
+const SHADOW: &str = r#"
+[preset]
+name = "shadow"
+
+[[route]]
+path = "/new/orders"
+read = { scopes = ["read_orders"] }
+enforce = false
+"#;
+
+/// A shadow route (`enforce = false`): live traffic forwards a denied request and counts it
+/// `would_deny`; explain says the same, and exits 0 because the request would be forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_and_live_traffic_agree_on_a_shadow_route() {
+    let h = Harness::start(SHADOW).await;
+    let token = h.token(json!({"scope": "read_products"}));
+
+    let reply = h.get("/new/orders", Some(&token)).await;
+    assert_eq!(reply.status, http::StatusCode::OK, "shadow mode forwards");
+    assert_eq!(h.upstream.count(), 1);
+    assert_eq!(h.upstream.last().path, "/new/orders");
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"scopegate_requests_total{decision="would_deny",method="GET",route="/new/orders"} 1"#
+        ),
+        "{metrics}"
+    );
+
+    let (code, out) =
+        tokio::task::block_in_place(|| explain(&h, &["--token", &token, "GET", "/new/orders"]));
+    let decision = out
+        .lines()
+        .find(|l| l.starts_with("decision"))
+        .unwrap_or_else(|| panic!("no decision line:\n{out}"));
+    assert!(
+        decision.contains("WOULD_DENY"),
+        "live traffic forwarded this request as would_deny; explain said `{decision}`:\n{out}"
+    );
+    assert_eq!(
+        decision,
+        "decision     WOULD_DENY 403 forbidden (insufficient_scope): would forward GET /new/orders",
+        "{out}"
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "explain exits 0 for a request that would be forwarded:\n{out}"
+    );
+    assert_eq!(h.upstream.count(), 1, "explain never contacts the upstream");
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Behaviour, Harness, TEST_ROUTES, Upstream, Version};
+use common::{Harness, TEST_ROUTES, Version};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -52,8 +52,7 @@ fn serve_raw(listener: TcpListener, answer: Vec<u8>, then_wait: Duration) -> Joi
 }
 
 async fn harness(addr: SocketAddr) -> Harness {
-    let unused = Upstream::start(Behaviour::Answer).await;
-    Harness::with_upstream(TEST_ROUTES, addr, unused, "").await
+    Harness::new(TEST_ROUTES).upstream_addr(addr).start().await
 }
 
 /// Sends a GET and collects the whole body: `Err` when the body did not end cleanly.
@@ -325,17 +324,14 @@ fn keep_alive_upstream(listener: TcpListener, per_connection: usize, delay: Dura
     }
 }
 
-async fn pool_harness(addr: SocketAddr, pool: &str) -> Harness {
-    let unused = Upstream::start(Behaviour::Answer).await;
-    let pool = pool.to_owned();
-    Harness::build_with(TEST_ROUTES, addr, unused, "", true, move |c| {
-        c.replacen(
-            "response_timeout = \"500ms\"\n",
-            &format!("response_timeout = \"500ms\"\n{pool}\n"),
-            1,
-        )
-    })
-    .await
+/// Forwards to `addr` with one pool setting of the default upstream changed.
+async fn pool_harness(addr: SocketAddr, key: &str, value: impl Into<toml::Value>) -> Harness {
+    let (path, value) = (format!("upstreams.default.{key}"), value.into());
+    Harness::new(TEST_ROUTES)
+        .upstream_addr(addr)
+        .config(move |t| common::set(t, &path, value))
+        .start()
+        .await
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -353,7 +349,7 @@ async fn kept_connections_are_reused_and_let_go_when_closed_or_idle() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let up = keep_alive_upstream(listener, 3, Duration::ZERO);
-    let h = pool_harness(addr, "pool_idle_timeout = \"400ms\"").await;
+    let h = pool_harness(addr, "pool_idle_timeout", "400ms").await;
     let token = h.token(json!({"scope": "read_orders"}));
 
     // One connection serves one request after another.
@@ -386,7 +382,7 @@ async fn no_more_than_pool_max_idle_connections_are_kept() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let up = keep_alive_upstream(listener, usize::MAX, Duration::from_millis(150));
-    let h = pool_harness(addr, "pool_max_idle = 2").await;
+    let h = pool_harness(addr, "pool_max_idle", 2).await;
     let token = h.token(json!({"scope": "read_orders"}));
     // Six at once: six connections, of which two are kept.
     let replies = futures_join_all((0..6).map(|_| fetch(&h, Version::H2, &token))).await;

@@ -7,15 +7,19 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Behaviour, Harness, TEST_ROUTES, Upstream};
+use common::{Harness, TEST_ROUTES};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A proxy on a plaintext listener (the same HTTP stack as TLS, easier to write bytes to).
+/// A proxy on a plaintext listener (the same HTTP stack as TLS, easier to write bytes to),
+/// with `extra` merged into the serve config.
 async fn plain(extra: &str) -> Harness {
-    let upstream = Upstream::start(Behaviour::Answer).await;
-    Harness::build(TEST_ROUTES, upstream.addr, upstream, extra, false).await
+    Harness::new(TEST_ROUTES)
+        .plaintext()
+        .toml(extra)
+        .start()
+        .await
 }
 
 /// What came back for `bytes`, and whether the proxy closed the connection afterwards.
@@ -534,8 +538,7 @@ async fn slow_and_oversized_bodies_are_refused_before_the_upstream() {
 /// the request is refused and never forwarded, so no tenant bound by Host can be talked around.
 #[tokio::test]
 async fn http2_authority_and_host_must_agree() {
-    let upstream = Upstream::start(Behaviour::Answer).await;
-    let h = Harness::build(TEST_ROUTES, upstream.addr, upstream, "", true).await;
+    let h = Harness::start(TEST_ROUTES).await;
     let token = h.token(json!({"scope": "read_orders"}));
     let stream = h
         .client

@@ -84,7 +84,10 @@ async fn cached_tokens_are_judged_against_the_new_table_after_reload() {
 #[tokio::test]
 async fn shutdown_drains_requests_in_flight() {
     let slow = Upstream::start(Behaviour::Slow).await;
-    let h = Harness::with_upstream(TEST_ROUTES, slow.addr, slow.clone(), "").await;
+    let h = Harness::new(TEST_ROUTES)
+        .upstream(slow.clone())
+        .start()
+        .await;
     let token = h.token(json!({"scope": "read_orders"}));
     let client = h.client.clone();
     let addr = h.running.proxy_addr;
@@ -109,7 +112,11 @@ async fn shutdown_drains_requests_in_flight() {
 #[tokio::test]
 async fn plaintext_listener_serves_behind_a_load_balancer() {
     let upstream = Upstream::start(Behaviour::Answer).await;
-    let h = Harness::build(TEST_ROUTES, upstream.addr, upstream.clone(), "", false).await;
+    let h = Harness::new(TEST_ROUTES)
+        .upstream(upstream.clone())
+        .plaintext()
+        .start()
+        .await;
     let token = h.token(json!({"scope": "read_orders"}));
     let request = Request::get("/shop/orders")
         .header("authorization", format!("Bearer {token}"))
@@ -178,11 +185,13 @@ async fn failed_tls_handshakes_are_counted() {
 
 /// A harness that polls its files every 100 ms.
 async fn watching() -> Harness {
-    let upstream = Upstream::start(Behaviour::Answer).await;
-    Harness::build_with(TEST_ROUTES, upstream.addr, upstream, "", true, |c| {
-        c.replace("watch = false", "watch = true\ninterval = \"100ms\"")
-    })
-    .await
+    Harness::new(TEST_ROUTES)
+        .config(|t| {
+            t["reload"]["watch"] = true.into();
+            common::set(t, "reload.interval", "100ms");
+        })
+        .start()
+        .await
 }
 
 async fn eventually(h: &Harness, path: &str, token: &str, want: StatusCode) {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Behaviour, Harness, Upstream, Version};
+use common::{Harness, Version};
 use http::StatusCode;
 use serde_json::json;
 
@@ -357,9 +357,11 @@ const CUSTOMER_ACCOUNT: &[&str] = &[
 ];
 
 async fn harness(extra: &str) -> Harness {
-    let upstream = Upstream::start(Behaviour::Answer).await;
-    let extra = format!("{SETTINGS}{extra}");
-    Harness::with_upstream(ROUTES, upstream.addr, upstream, &extra).await
+    Harness::new(ROUTES)
+        .toml(SETTINGS)
+        .toml(extra)
+        .start()
+        .await
 }
 
 fn client_for(scope: &str) -> &'static str {

@@ -598,8 +598,7 @@ const NEEDS_FUNCTION: &[(&str, &str)] = &[
 ];
 
 async fn harness(settings: &str) -> Harness {
-    let upstream = common::Upstream::start(common::Behaviour::Answer).await;
-    Harness::with_upstream(ROUTES, upstream.addr, upstream, settings).await
+    Harness::new(ROUTES).toml(settings).start().await
 }
 
 async fn call(h: &Harness, method: &str, path: &str, claims: Value) -> Reply {

@@ -381,8 +381,7 @@ async fn ambiguous_targets_are_400_and_never_forwarded() {
 #[tokio::test]
 async fn upstream_down_is_502_and_stalled_is_504() {
     let down = closed_port().await;
-    let unused = Upstream::start(Behaviour::Answer).await;
-    let h = Harness::with_upstream(TEST_ROUTES, down, unused, "").await;
+    let h = Harness::new(TEST_ROUTES).upstream_addr(down).start().await;
     let token = h.token(json!({"scope": "read_orders"}));
     assert_eq!(
         h.get("/shop/orders", Some(&token)).await.status,
@@ -390,7 +389,10 @@ async fn upstream_down_is_502_and_stalled_is_504() {
     );
 
     let stall = Upstream::start(Behaviour::Stall).await;
-    let h = Harness::with_upstream(TEST_ROUTES, stall.addr, stall.clone(), "").await;
+    let h = Harness::new(TEST_ROUTES)
+        .upstream(stall.clone())
+        .start()
+        .await;
     let token = h.token(json!({"scope": "read_orders"}));
     let started = std::time::Instant::now();
     let reply = h.get("/shop/orders", Some(&token)).await;

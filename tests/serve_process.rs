@@ -32,10 +32,10 @@ async fn serve_logs_every_decision_reloads_on_sighup_and_exits_on_sigterm() {
     std::fs::create_dir_all(dir.path().join("routes")).unwrap();
     std::fs::write(dir.path().join("routes/test.toml"), TEST_ROUTES).unwrap();
     let upstream = Upstream::start(Behaviour::Answer).await;
-    let config = common::config_text(dir.path(), &material, upstream.addr, "")
-        .replace("[log]\n", "[log]\nformat = \"json\"\n")
-        + "[admin]\naddress = \"127.0.0.1:0\"\n";
-    std::fs::write(dir.path().join("scopegate.toml"), config).unwrap();
+    let mut config = common::config_table(dir.path(), &material, upstream.addr);
+    common::set(&mut config, "log.format", "json");
+    common::set(&mut config, "admin.address", "127.0.0.1:0");
+    common::write_config(&dir.path().join("scopegate.toml"), &config);
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
         .args(["serve", "--workers", "1", "--config"])

@@ -1,5 +1,8 @@
-//! Shared test plumbing: a recording upstream, the proxy started in-process on port 0, and a
-//! real HTTP/1.1 + HTTP/2 client over TLS.
+//! Shared test plumbing: a recording upstream, the proxy started in-process on port 0
+//! (`Harness::new(routes)...start()`), a real HTTP/1.1 + HTTP/2 client over TLS
+//! (`h.request(method, path)...send()`), the decision alone with no sockets
+//! (`Policy::new(routes)...build()`, `policy.request(..)...verdict()`), and the serve config as
+//! a TOML value (`set`, `get`, `remove`, `merge`).
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -19,6 +22,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
+use toml::Table;
 
 use scopegate::app::{App, Running};
 use scopegate::config::Config;
@@ -155,60 +159,151 @@ pub struct Harness {
     pub material: DevMaterial,
     pub dir: tempfile::TempDir,
     pub client: Client,
+    /// Whether the proxy listener speaks TLS (see [`HarnessBuilder::plaintext`]).
+    pub tls: bool,
 }
 
-impl Harness {
-    pub async fn start(routes: &str) -> Harness {
-        let upstream = Upstream::start(Behaviour::Answer).await;
-        Harness::with_upstream(routes, upstream.addr, upstream, "").await
+/// One edit of the serve config, applied in order once the base config is built.
+type Edit<'a> = Box<dyn FnOnce(&mut Table) + Send + 'a>;
+
+/// What a test proxy's files are made from: the route file, TLS or not, and the config edits.
+struct Setup<'a> {
+    routes: &'a str,
+    tls: bool,
+    edits: Vec<Edit<'a>>,
+}
+
+/// The files of one test proxy on disk, and the config loaded from them.
+struct Files {
+    dir: tempfile::TempDir,
+    material: DevMaterial,
+    config: Config,
+}
+
+impl<'a> Setup<'a> {
+    fn new(routes: &'a str) -> Setup<'a> {
+        Setup {
+            routes,
+            tls: true,
+            edits: Vec::new(),
+        }
     }
 
-    /// Starts the proxy in front of `upstream_addr`; `extra` is appended to the config.
-    pub async fn with_upstream(
-        routes: &str,
-        upstream_addr: SocketAddr,
-        upstream: Upstream,
-        extra: &str,
-    ) -> Harness {
-        Harness::build(routes, upstream_addr, upstream, extra, true).await
+    fn config(&mut self, edit: impl FnOnce(&mut Table) + Send + 'a) {
+        self.edits.push(Box::new(edit));
     }
 
-    /// As `with_upstream`, choosing TLS or a plaintext listener.
-    pub async fn build(
-        routes: &str,
-        upstream_addr: SocketAddr,
-        upstream: Upstream,
-        extra: &str,
-        tls: bool,
-    ) -> Harness {
-        Harness::build_with(routes, upstream_addr, upstream, extra, tls, |c| c).await
+    #[track_caller]
+    fn toml(&mut self, extra: &str) {
+        let extra = parse_fragment(extra);
+        self.config(move |table| merge_table(table, extra, ""));
     }
 
-    /// As `build`, with a last edit of the config text.
-    pub async fn build_with(
-        routes: &str,
-        upstream_addr: SocketAddr,
-        upstream: Upstream,
-        extra: &str,
-        tls: bool,
-        edit: impl FnOnce(String) -> String,
-    ) -> Harness {
+    /// Writes the dev material, `routes/test.toml` and `scopegate.toml` (the base config, then
+    /// every edit in order) and loads the config the way `scopegate serve` does.
+    fn write(self, upstream: SocketAddr) -> Files {
         let dir = tempfile::tempdir().unwrap();
         let material = material::ensure(&dir.path().join("certs")).unwrap();
         std::fs::create_dir_all(dir.path().join("routes")).unwrap();
-        std::fs::write(dir.path().join("routes/test.toml"), routes).unwrap();
-        let mut config = config_text(dir.path(), &material, upstream_addr, extra);
-        if !tls {
-            config = config
-                .lines()
-                .filter(|l| !l.starts_with("tls_"))
-                .collect::<Vec<_>>()
-                .join("\n");
+        std::fs::write(dir.path().join("routes/test.toml"), self.routes).unwrap();
+        let mut table = config_table(dir.path(), &material, upstream);
+        if !self.tls {
+            plaintext(&mut table);
         }
-        let config = edit(config);
-        let config_path = dir.path().join("scopegate.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let app = App::build(Config::load(&config_path).unwrap()).unwrap();
+        for edit in self.edits {
+            edit(&mut table);
+        }
+        let path = dir.path().join("scopegate.toml");
+        write_config(&path, &table);
+        let config = Config::load(&path).unwrap_or_else(|e| {
+            panic!(
+                "the test config does not load: {e}\n{}",
+                std::fs::read_to_string(&path).unwrap()
+            )
+        });
+        Files {
+            dir,
+            material,
+            config,
+        }
+    }
+}
+
+/// How a [`Harness`] is started: `Harness::new(routes)`, then any of the settings, then
+/// `.start().await`.
+pub struct HarnessBuilder<'a> {
+    setup: Setup<'a>,
+    upstream: Option<Upstream>,
+    upstream_addr: Option<SocketAddr>,
+}
+
+impl Harness {
+    /// A proxy serving `routes` (as `routes/test.toml`); see [`HarnessBuilder`].
+    #[allow(clippy::new_ret_no_self)] // `Harness::new(routes)...start().await` reads as intended
+    pub fn new(routes: &str) -> HarnessBuilder<'_> {
+        HarnessBuilder {
+            setup: Setup::new(routes),
+            upstream: None,
+            upstream_addr: None,
+        }
+    }
+
+    /// TLS, a recording upstream that answers, the base config.
+    pub async fn start(routes: &str) -> Harness {
+        Harness::new(routes).start().await
+    }
+}
+
+impl<'a> HarnessBuilder<'a> {
+    /// No TLS on the proxy listener (as behind a terminating load balancer). Requests built
+    /// with `h.request(..)` are then sent as plaintext HTTP/1.1.
+    pub fn plaintext(mut self) -> Self {
+        self.setup.tls = false;
+        self
+    }
+
+    /// Forward to `upstream` (started by the test) instead of a fresh answering one.
+    pub fn upstream(mut self, upstream: Upstream) -> Self {
+        self.upstream = Some(upstream);
+        self
+    }
+
+    /// Forward to `addr`, where maybe nothing listens. `h.upstream` is still a recording
+    /// upstream: the one given to [`Self::upstream`], else a fresh one that sees nothing.
+    pub fn upstream_addr(mut self, addr: SocketAddr) -> Self {
+        self.upstream_addr = Some(addr);
+        self
+    }
+
+    /// Edits the serve config as a TOML value (edits run in order, after the base config and
+    /// `.plaintext()`); see [`set`], [`get`], [`remove`], or index it:
+    /// `t["limits"]["max_connections"] = 2.into()` (panics if `limits` is absent).
+    pub fn config(mut self, edit: impl FnOnce(&mut Table) + Send + 'a) -> Self {
+        self.setup.config(edit);
+        self
+    }
+
+    /// Merges a TOML fragment into the serve config (see [`merge`]): new keys are added, a key
+    /// already set to another value panics, `[[x]]` entries are appended.
+    #[track_caller]
+    pub fn toml(mut self, extra: &str) -> Self {
+        self.setup.toml(extra);
+        self
+    }
+
+    pub async fn start(self) -> Harness {
+        let upstream = match self.upstream {
+            Some(upstream) => upstream,
+            None => Upstream::start(Behaviour::Answer).await,
+        };
+        let forward_to = self.upstream_addr.unwrap_or(upstream.addr);
+        let tls = self.setup.tls;
+        let Files {
+            dir,
+            material,
+            config,
+        } = self.setup.write(forward_to);
+        let app = App::build(config).unwrap();
         let running = app
             .start(
                 TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -224,9 +319,12 @@ impl Harness {
             material,
             dir,
             client,
+            tls,
         }
     }
+}
 
+impl Harness {
     pub fn routes_dir(&self) -> PathBuf {
         self.dir.path().join("routes")
     }
@@ -236,6 +334,11 @@ impl Harness {
         self.signer
             .sign(&with_demo_defaults(claims, 3600).unwrap())
             .unwrap()
+    }
+
+    /// A request to the proxy: `.token(..)`, `.header(..)`, `.h2()`, `.body(..)`, `.send().await`.
+    pub fn request(&self, method: &str, path: &str) -> RequestBuilder<&Harness> {
+        request(method, path).to(self)
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
@@ -250,20 +353,14 @@ impl Harness {
         token: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut builder = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            builder = builder.header("authorization", format!("Bearer {t}"));
+        let mut request = self.request(method, path).version(version);
+        if let Some(token) = token {
+            request = request.token(token);
         }
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
+        for (name, value) in headers {
+            request = request.header(name, value);
         }
-        self.client
-            .send(
-                self.running.proxy_addr,
-                version,
-                builder.body(Full::new(Bytes::new())).unwrap(),
-            )
-            .await
+        request.send().await
     }
 
     pub async fn metrics(&self) -> String {
@@ -289,14 +386,222 @@ impl Harness {
     }
 }
 
-pub fn config_text(
-    dir: &Path,
-    material: &DevMaterial,
-    upstream: SocketAddr,
-    extra: &str,
-) -> String {
+/// A request as a test writes it. `T` is where it goes: a [`Harness`] (`.send()`), a
+/// [`Policy`] (`.verdict()`), or nowhere yet (`()`, from [`request`]).
+pub struct RequestBuilder<T = ()> {
+    to: T,
+    method: String,
+    path: String,
+    version: Version,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+/// A request going nowhere yet: give it to [`Policy::verdict`].
+pub fn request(method: &str, path: &str) -> RequestBuilder {
+    RequestBuilder {
+        to: (),
+        method: method.to_owned(),
+        path: path.to_owned(),
+        version: Version::H1,
+        headers: Vec::new(),
+        body: Bytes::new(),
+    }
+}
+
+impl<T> RequestBuilder<T> {
+    /// `Authorization: Bearer <token>`.
+    pub fn token(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    /// Adds a header (a name given twice is sent twice).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// HTTP/2 instead of HTTP/1.1.
+    pub fn h2(self) -> Self {
+        self.version(Version::H2)
+    }
+
+    pub fn version(mut self, version: Version) -> Self {
+        self.version = version;
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    fn to<U>(self, to: U) -> RequestBuilder<U> {
+        RequestBuilder {
+            to,
+            method: self.method,
+            path: self.path,
+            version: self.version,
+            headers: self.headers,
+            body: self.body,
+        }
+    }
+
+    /// The request as written (the client adds `Host` or the authority when sending).
+    fn http(self) -> Request<Full<Bytes>> {
+        let mut builder = Request::builder()
+            .method(self.method.as_str())
+            .uri(self.path.as_str());
+        for (name, value) in &self.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        builder.body(Full::new(self.body)).unwrap()
+    }
+}
+
+impl RequestBuilder<&Harness> {
+    /// Sends it over a new connection (TLS unless the harness is plaintext) and collects the
+    /// reply.
+    pub async fn send(self) -> Reply {
+        let h = self.to;
+        let version = self.version;
+        let request = self.to(()).http();
+        if h.tls {
+            h.client.send(h.running.proxy_addr, version, request).await
+        } else {
+            assert_eq!(
+                version,
+                Version::H1,
+                "the plaintext listener is sent HTTP/1.1 only"
+            );
+            h.client.send_plain(h.running.proxy_addr, request).await
+        }
+    }
+}
+
+/// The decision in-process, with no sockets: the app built from a route file and the test
+/// serve config (plaintext, an upstream that is never contacted), nothing started.
+pub struct Policy {
+    pub app: App,
+    pub signer: Signer,
+    pub material: DevMaterial,
+    pub dir: tempfile::TempDir,
+}
+
+/// How a [`Policy`] is built: `Policy::new(routes)`, any config edits, then `.build()`.
+pub struct PolicyBuilder<'a> {
+    setup: Setup<'a>,
+}
+
+/// What the decision says about one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// 200 when it would be forwarded, else the refusal's status.
+    pub status: u16,
+    /// `forward`, or the refusal's decision (`forbidden`, `invalid_token`, ...).
+    pub outcome: &'static str,
+    /// `permitted`, or the refusal's reason (`insufficient_scope`, `no_route`, ...).
+    pub reason: &'static str,
+    /// What the route's rule for the method needs (`None` without a route or rule).
+    pub needed: Option<String>,
+}
+
+impl Policy {
+    /// The decision for `routes` (as `routes/test.toml`); see [`PolicyBuilder`].
+    #[allow(clippy::new_ret_no_self)] // `Policy::new(routes)...build()`, as `Harness::new`
+    pub fn new(routes: &str) -> PolicyBuilder<'_> {
+        let mut setup = Setup::new(routes);
+        setup.tls = false;
+        PolicyBuilder { setup }
+    }
+
+    /// A demo-key token with demo defaults (iss, aud, exp) filled in.
+    pub fn token(&self, claims: Value) -> String {
+        self.signer
+            .sign(&with_demo_defaults(claims, 3600).unwrap())
+            .unwrap()
+    }
+
+    /// A request to judge: `.token(..)`, `.header(..)`, then `.verdict().await`.
+    pub fn request(&self, method: &str, path: &str) -> RequestBuilder<&Policy> {
+        request(method, path).to(self)
+    }
+
+    /// The decision for `request` (its body is not read).
+    pub async fn verdict<T>(&self, request: RequestBuilder<T>) -> Verdict {
+        let version = request.version;
+        let (mut parts, _) = request.to(()).http().into_parts();
+        // As the client sends it: HTTP/1.1 with `Host: localhost` unless one is given, HTTP/2
+        // with the authority `localhost`.
+        match version {
+            Version::H1 => {
+                if !parts.headers.contains_key("host") {
+                    parts.headers.insert("host", "localhost".parse().unwrap());
+                }
+            }
+            Version::H2 => {
+                parts.version = http::Version::HTTP_2;
+                if parts.uri.authority().is_none() {
+                    parts.uri = format!("https://localhost{}", parts.uri).parse().unwrap();
+                }
+            }
+        }
+        // The one call into the decision.
+        let e = self.app.gateway().explain(&parts).await;
+        Verdict {
+            status: e.status,
+            outcome: e.outcome,
+            reason: e.reason,
+            needed: e.needed,
+        }
+    }
+}
+
+impl RequestBuilder<&Policy> {
+    pub async fn verdict(self) -> Verdict {
+        let policy = self.to;
+        policy.verdict(self).await
+    }
+}
+
+impl<'a> PolicyBuilder<'a> {
+    /// As [`HarnessBuilder::config`].
+    pub fn config(mut self, edit: impl FnOnce(&mut Table) + Send + 'a) -> Self {
+        self.setup.config(edit);
+        self
+    }
+
+    /// As [`HarnessBuilder::toml`].
+    #[track_caller]
+    pub fn toml(mut self, extra: &str) -> Self {
+        self.setup.toml(extra);
+        self
+    }
+
+    /// `App::build` on the loaded config; no listener is bound.
+    pub fn build(self) -> Policy {
+        // Never contacted: the decision alone forwards nothing.
+        let Files {
+            dir,
+            material,
+            config,
+        } = self.setup.write(SocketAddr::from(([127, 0, 0, 1], 9)));
+        let app = App::build(config).unwrap();
+        let signer = Signer::demo(&material.signing_key).unwrap();
+        Policy {
+            app,
+            signer,
+            material,
+            dir,
+        }
+    }
+}
+
+/// The serve config every test proxy starts from, as a TOML value (edit it with [`set`],
+/// [`get`], [`remove`], [`merge`]; write it with [`write_config`]).
+pub fn config_table(dir: &Path, material: &DevMaterial, upstream: SocketAddr) -> Table {
     let q = |p: &Path| toml::Value::from(p.display().to_string()).to_string();
-    format!(
+    let text = format!(
         r#"realm = "test"
 [listen]
 address = "127.0.0.1:0"
@@ -329,13 +634,146 @@ algorithms = ["RS256"]
 access = true
 [reload]
 watch = false
-{extra}
 "#,
         cert = q(&material.tls_cert),
         key = q(&material.tls_key),
         routes = q(&dir.join("routes")),
         jwks = q(&material.jwks),
-    )
+    );
+    text.parse().unwrap()
+}
+
+/// [`config_table`] with the fragment `extra` merged in (see [`merge`]), as text.
+pub fn config_text(
+    dir: &Path,
+    material: &DevMaterial,
+    upstream: SocketAddr,
+    extra: &str,
+) -> String {
+    let mut table = config_table(dir, material, upstream);
+    merge(&mut table, extra);
+    toml::to_string(&table).unwrap()
+}
+
+/// Writes `table` as the TOML file `Config::load` reads.
+pub fn write_config(path: &Path, table: &Table) {
+    std::fs::write(path, toml::to_string(table).unwrap()).unwrap();
+}
+
+/// No TLS on the proxy listener: removes `listen.tls_cert` and `listen.tls_key`.
+pub fn plaintext(table: &mut Table) {
+    remove(table, "listen.tls_cert");
+    remove(table, "listen.tls_key");
+}
+
+/// Splits `a.b.c` into the tables to walk and the last key.
+fn split_path(path: &str) -> (Vec<&str>, &str) {
+    let mut keys: Vec<&str> = path.split('.').collect();
+    let last = keys.pop().unwrap();
+    assert!(
+        !last.is_empty() && keys.iter().all(|k| !k.is_empty()),
+        "`{path}`: empty key"
+    );
+    (keys, last)
+}
+
+/// The table at `keys` under `table`; `create` adds missing ones, else a missing one panics.
+/// Panics when a key on the way holds something other than a table.
+#[track_caller]
+fn walk<'t>(table: &'t mut Table, keys: &[&str], path: &str, create: bool) -> &'t mut Table {
+    let mut at = table;
+    for (i, key) in keys.iter().enumerate() {
+        let walked = keys[..=i].join(".");
+        let next = if create {
+            at.entry(key.to_string())
+                .or_insert_with(|| toml::Value::Table(Table::new()))
+        } else {
+            at.get_mut(*key)
+                .unwrap_or_else(|| panic!("`{path}`: the config has no `{walked}`"))
+        };
+        at = match next {
+            toml::Value::Table(t) => t,
+            other => panic!(
+                "`{path}`: `{walked}` is {} {other}, not a table",
+                other.type_str()
+            ),
+        };
+    }
+    at
+}
+
+/// Sets `path` (dotted: `limits.max_connections`) to `value`, creating missing tables on the
+/// way. Panics if the path goes through something that is not a table.
+#[track_caller]
+pub fn set(table: &mut Table, path: &str, value: impl Into<toml::Value>) {
+    let (keys, last) = split_path(path);
+    walk(table, &keys, path, true).insert(last.to_owned(), value.into());
+}
+
+/// The value at `path`, to edit in place. Panics if it is absent.
+#[track_caller]
+pub fn get<'t>(table: &'t mut Table, path: &str) -> &'t mut toml::Value {
+    let (keys, last) = split_path(path);
+    walk(table, &keys, path, false)
+        .get_mut(last)
+        .unwrap_or_else(|| panic!("the config has no `{path}`"))
+}
+
+/// Removes `path` and returns what it held. Panics if it is absent.
+#[track_caller]
+pub fn remove(table: &mut Table, path: &str) -> toml::Value {
+    let (keys, last) = split_path(path);
+    walk(table, &keys, path, false)
+        .remove(last)
+        .unwrap_or_else(|| panic!("the config has no `{path}` to remove"))
+}
+
+/// Merges the TOML fragment `extra` into `table`, as if appended to the file but without
+/// duplicate-table errors: tables merge key by key, a new key is added, a key already set must
+/// have the same value (else this panics, naming it: change it with [`set`] instead), and an
+/// array of tables (`[[jwt.keys]]`) gets the fragment's entries appended.
+#[track_caller]
+pub fn merge(table: &mut Table, extra: &str) {
+    merge_table(table, parse_fragment(extra), "");
+}
+
+#[track_caller]
+fn parse_fragment(extra: &str) -> Table {
+    extra
+        .parse()
+        .unwrap_or_else(|e| panic!("the TOML fragment does not parse: {e}\n{extra}"))
+}
+
+fn is_array_of_tables(values: &[toml::Value]) -> bool {
+    !values.is_empty() && values.iter().all(toml::Value::is_table)
+}
+
+fn merge_table(into: &mut Table, from: Table, at: &str) {
+    for (key, value) in from {
+        let path = if at.is_empty() {
+            key.clone()
+        } else {
+            format!("{at}.{key}")
+        };
+        match (into.get_mut(&key), value) {
+            (None, value) => {
+                into.insert(key, value);
+            }
+            (Some(toml::Value::Table(existing)), toml::Value::Table(new)) => {
+                merge_table(existing, new, &path)
+            }
+            (Some(toml::Value::Array(existing)), toml::Value::Array(new))
+                if is_array_of_tables(existing) && is_array_of_tables(&new) =>
+            {
+                existing.extend(new)
+            }
+            (Some(existing), value) => assert!(
+                *existing == value,
+                "the TOML fragment sets `{path}` = {value}, but the config already has {existing} \
+                 (change it with `set` / `.config(..)` instead)"
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,9 +831,11 @@ impl Client {
 
     /// HTTP/1.1 without TLS (for the plaintext listener).
     pub async fn send_plain(&self, addr: SocketAddr, mut request: Request<Full<Bytes>>) -> Reply {
-        request
-            .headers_mut()
-            .insert("host", "localhost".parse().unwrap());
+        if !request.headers().contains_key("host") {
+            request
+                .headers_mut()
+                .insert("host", "localhost".parse().unwrap());
+        }
         let tcp = TcpStream::connect(addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
