@@ -1,7 +1,7 @@
 //! scopegate: a reverse proxy that lets a request through only when its credentials hold the
 //! scopes and roles the matched endpoint requires.
 //!
-//! The data path, in module order (`src/proxy/LIFECYCLE.md` walks one request through it):
+//! The data path, in module order (`src/LIFECYCLE.md` walks one request through it):
 //! [`listener`] (accept loop, TLS, HTTP/1.1 and HTTP/2) -> [`hygiene`] (framing) -> [`path`]
 //! (normalisation) -> [`routes`] (compiled table) -> [`credentials`] (bearer token, verified
 //! once, cached) -> [`policy`] (the one decision) -> front ends: [`proxy`] (forwards),

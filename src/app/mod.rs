@@ -126,24 +126,7 @@ impl App {
             serving: AtomicBool::new(true),
             remote_keys: self.remote_keys.clone(),
         });
-        let limits = &self.config.limits;
-        let proxy_options = ListenerOptions {
-            tls: self.tls.clone(),
-            handshake_timeout: self.config.listen.handshake_timeout,
-            http: http_limits(limits),
-            max_connections: limits.max_connections,
-            shutdown_drain: limits.shutdown_drain,
-            label: match self.tls {
-                Some(_) => listener_label::HTTPS,
-                None => listener_label::HTTP,
-            },
-        };
-        let admin_options = ListenerOptions {
-            tls: None,
-            max_connections: self.config.admin.max_connections,
-            label: listener_label::ADMIN,
-            ..proxy_options.clone()
-        };
+        let (proxy_options, admin_options) = self.listener_options();
         let admin = Arc::new(Admin {
             metrics: self.metrics.clone(),
             ready: ready.clone(),
@@ -181,6 +164,30 @@ impl App {
             ready,
             tasks,
         })
+    }
+
+    /// The proxy's and the admin listener's settings: the same HTTP limits, each its own
+    /// connection cap; TLS only on the proxy.
+    fn listener_options(&self) -> (ListenerOptions, ListenerOptions) {
+        let limits = &self.config.limits;
+        let proxy = ListenerOptions {
+            tls: self.tls.clone(),
+            handshake_timeout: self.config.listen.handshake_timeout,
+            http: http_limits(limits),
+            max_connections: limits.max_connections,
+            shutdown_drain: limits.shutdown_drain,
+            label: match self.tls {
+                Some(_) => listener_label::HTTPS,
+                None => listener_label::HTTP,
+            },
+        };
+        let admin = ListenerOptions {
+            tls: None,
+            max_connections: self.config.admin.max_connections,
+            label: listener_label::ADMIN,
+            ..proxy.clone()
+        };
+        (proxy, admin)
     }
 
     /// Binds the configured addresses and starts.

@@ -576,6 +576,13 @@ jwks_file = "jwks.json"
 algorithms = ["RS256"]
 "#;
 
+    /// `text` with `from` replaced; panics when `from` is not there, so an edit cannot
+    /// silently do nothing.
+    fn edit(text: &str, from: &str, to: &str) -> String {
+        assert!(text.contains(from), "`{from}` is not in the config");
+        text.replacen(from, to, 1)
+    }
+
     #[test]
     fn minimal_config_parses_with_defaults() {
         let c = Config::parse(MINIMAL).unwrap();
@@ -585,7 +592,7 @@ algorithms = ["RS256"]
 
     #[test]
     fn unknown_keys_name_the_line() {
-        let text = MINIMAL.replace("[routes]", "[routes]\npathz = []");
+        let text = edit(MINIMAL, "[routes]", "[routes]\npathz = []");
         let err = Config::parse(&text).unwrap_err();
         assert!(err.starts_with("line 5:"), "{err}");
         assert!(err.contains("pathz"), "{err}");
@@ -611,7 +618,65 @@ algorithms = ["RS256"]
 
     #[test]
     fn half_a_tls_pair_is_refused() {
-        let text = MINIMAL.replace("[listen]", "[listen]\ntls_cert = \"c.pem\"");
+        let text = edit(MINIMAL, "[listen]", "[listen]\ntls_cert = \"c.pem\"");
         assert!(Config::parse(&text).unwrap_err().contains("tls_key"));
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_at_once() {
+        let text = edit(MINIMAL, "[listen]", "[listen]\ntls_cert = \"c.pem\"");
+        let text = edit(&text, "[routes]\npaths = [\"routes\"]", "[routes]\npaths = []");
+        let text = format!("{text}[limits]\nmax_connections = 0\nmax_header_bytes = 100\n");
+        let err = Config::parse(&text).unwrap_err();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "listen: give both `tls_cert` and `tls_key`, or neither for plaintext",
+                "routes.paths: list at least one route file or directory",
+                "limits.max_connections: must be greater than zero",
+                "limits.max_header_bytes: must be at least 8192",
+            ],
+            "{err}"
+        );
+        let shown = ConfigError {
+            file: "scopegate.toml".into(),
+            message: err,
+        }
+        .to_string();
+        assert!(
+            shown.lines().all(|l| l.starts_with("scopegate.toml: ")),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn header_names_urls_and_cors_are_checked_when_read() {
+        for (from, to, want) in [
+            (
+                "url = \"http://127.0.0.1:8080\"",
+                "url = \"https://127.0.0.1:8080\"",
+                "must be http://host:port[/base]",
+            ),
+            (
+                "[jwt]",
+                "[forwarding.identity_headers]\nsubject = \"bad name\"\n[jwt]",
+                "`bad name` is not a header name",
+            ),
+            (
+                "[jwt]",
+                "[cors]\nallowed_origins = [\"*\"]\nallow_credentials = true\n[jwt]",
+                "cors: allowed_origins: `*` cannot be combined with allow_credentials",
+            ),
+            (
+                "jwks_file = \"jwks.json\"",
+                "jwks_url = \"ftp://idp.example/jwks\"",
+                "must be an http:// or https:// URL",
+            ),
+        ] {
+            let err = Config::parse(&edit(MINIMAL, from, to)).unwrap_err();
+            assert!(err.starts_with("line "), "{err}");
+            assert!(err.contains(want), "{err}");
+        }
     }
 }

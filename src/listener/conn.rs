@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -27,6 +29,9 @@ pub(super) struct Serving<H> {
     pub(super) builder: auto::Builder<TokioExecutor>,
     pub(super) shutdown: Shutdown,
     pub(super) idle_timeout: Duration,
+    /// A connection that sends nothing at all for this long is closed (the HTTP/1.1 parser's
+    /// header timeout starts only once the protocol is known, which takes a first byte).
+    pub(super) first_byte_timeout: Duration,
 }
 
 impl<H: Handler> Serving<H> {
@@ -66,30 +71,23 @@ impl<H: Handler> Serving<H> {
             builder,
             mut shutdown,
             idle_timeout,
+            first_byte_timeout,
         } = self;
+        let peer = conn.peer;
         let activity = Arc::new(Activity::default());
         let io = Tracked {
             inner: io,
             activity: activity.clone(),
         };
-        let in_flight = activity.clone();
-        let peer = conn.peer;
-        let service = service_fn(move |request| {
-            let handler = handler.clone();
-            let busy = InFlight::enter(&in_flight);
-            let conn = conn.clone();
-            async move {
-                let _busy = busy;
-                Ok::<_, Infallible>(handler.handle(request, conn).await)
-            }
-        });
+        let service = service(handler, conn, activity.clone());
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
-        // Idle means no progress over IDLE_CHECKS consecutive checks.
         let mut ticks = tokio::time::interval(idle_timeout / IDLE_CHECKS);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = activity.bytes.load(Ordering::Relaxed);
-        let mut quiet = 0;
+        let mut idle = IdleWatch::new(&activity);
+        let first_byte = tokio::time::sleep(first_byte_timeout);
+        tokio::pin!(first_byte);
+        let mut greeted = false;
         let mut closing = shutdown.is_set();
         if closing {
             connection.as_mut().graceful_shutdown();
@@ -106,12 +104,16 @@ impl<H: Handler> Serving<H> {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 }
+                _ = &mut first_byte, if !closing && !greeted => {
+                    greeted = true;
+                    if activity.bytes.load(Ordering::Relaxed) == 0 {
+                        closing = true;
+                        tracing::debug!(peer = %peer.ip(), "closing a connection that sent nothing");
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
                 _ = ticks.tick(), if !closing => {
-                    let now = activity.bytes.load(Ordering::Relaxed);
-                    let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
-                    quiet = if now == last && !busy { quiet + 1 } else { 0 };
-                    last = now;
-                    if quiet > IDLE_CHECKS {
+                    if idle.is_idle(&activity) {
                         closing = true;
                         tracing::debug!(peer = %peer.ip(), "closing idle connection");
                         connection.as_mut().graceful_shutdown();
@@ -122,7 +124,57 @@ impl<H: Handler> Serving<H> {
     }
 }
 
+/// The connection's service: each request to the handler, counted in flight while it lives.
+fn service<H: Handler>(
+    handler: Arc<H>,
+    conn: ConnInfo,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<H::Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<H::Body>, Infallible>> + Send + 'static,
+> + Clone {
+    service_fn(move |request| {
+        let handler = handler.clone();
+        let busy = InFlight::enter(&activity);
+        let conn = conn.clone();
+        async move {
+            let _busy = busy;
+            Ok::<_, Infallible>(handler.handle(request, conn).await)
+        }
+    })
+}
+
 const IDLE_CHECKS: u32 = 4;
+
+/// Progress seen at the last check, and how many checks in a row saw none.
+struct IdleWatch {
+    last: u64,
+    quiet: u32,
+}
+
+impl IdleWatch {
+    fn new(activity: &Activity) -> IdleWatch {
+        IdleWatch {
+            last: activity.bytes.load(Ordering::Relaxed),
+            quiet: 0,
+        }
+    }
+
+    /// One check: true once no byte moved and no request was in flight for long enough.
+    fn is_idle(&mut self, activity: &Activity) -> bool {
+        let now = activity.bytes.load(Ordering::Relaxed);
+        let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
+        self.quiet = if now == self.last && !busy {
+            self.quiet + 1
+        } else {
+            0
+        };
+        self.last = now;
+        self.quiet > IDLE_CHECKS
+    }
+}
 
 /// Progress on one connection: bytes moved either way, and requests being answered.
 #[derive(Debug, Default)]

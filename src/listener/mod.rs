@@ -7,6 +7,7 @@
 mod conn;
 pub mod tls;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +18,8 @@ use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
@@ -29,14 +30,14 @@ pub type TlsSettings = Arc<ArcSwap<ServerConfig>>;
 /// The connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    pub peer: std::net::SocketAddr,
+    pub peer: SocketAddr,
     pub tls: bool,
     /// The peer's address as the `X-Forwarded-For` value, written once per connection.
     pub forwarded_for: HeaderValue,
 }
 
 impl ConnInfo {
-    pub fn new(peer: std::net::SocketAddr, tls: bool) -> ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> ConnInfo {
         ConnInfo {
             peer,
             tls,
@@ -99,8 +100,15 @@ pub async fn run<H: Handler>(
     metrics: Arc<Metrics>,
     mut shutdown: Shutdown,
 ) {
-    let builder = http_builder(&options.http);
     let slots = Arc::new(Semaphore::new(options.max_connections));
+    let acceptor = Acceptor {
+        handler,
+        builder: http_builder(&options.http),
+        options,
+        metrics,
+        shutdown: shutdown.clone(),
+    };
+    let label = acceptor.options.label;
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("semaphore never closed"),
@@ -111,24 +119,51 @@ pub async fn run<H: Handler>(
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of descriptors and the like: keep serving the connections we have.
-                    tracing::warn!(error = %e, listener = options.label, "accept failed");
+                    tracing::warn!(error = %e, listener = label, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
             _ = shutdown.wait() => break,
         };
+        acceptor.spawn(stream, peer, slot);
+    }
+    drop(listener);
+    // Every connection holds a slot until it ends: all slots back means all drained.
+    let options = &acceptor.options;
+    let all = u32::try_from(options.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(options.shutdown_drain, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(listener = label, "drain time over; closing remaining connections");
+    }
+}
+
+/// What every connection of one listener is served with.
+struct Acceptor<H> {
+    handler: Arc<H>,
+    builder: auto::Builder<TokioExecutor>,
+    options: ListenerOptions,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+}
+
+impl<H: Handler> Acceptor<H> {
+    /// Serves one accepted connection in its own task, holding its slot until it ends.
+    fn spawn(&self, stream: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
         let serving = conn::Serving {
-            conn: ConnInfo::new(peer, options.tls.is_some()),
-            handler: handler.clone(),
-            builder: builder.clone(),
-            shutdown: shutdown.clone(),
-            idle_timeout: options.http.idle_timeout,
+            conn: ConnInfo::new(peer, self.options.tls.is_some()),
+            handler: self.handler.clone(),
+            builder: self.builder.clone(),
+            shutdown: self.shutdown.clone(),
+            idle_timeout: self.options.http.idle_timeout,
+            first_byte_timeout: self.options.http.header_read_timeout,
         };
-        let tls = options.tls.as_ref().map(|t| t.load_full());
-        let (metrics, label) = (metrics.clone(), options.label);
-        let handshake_timeout = options.handshake_timeout;
+        let tls = self.options.tls.as_ref().map(|t| t.load_full());
+        let (metrics, label) = (self.metrics.clone(), self.options.label);
+        let handshake_timeout = self.options.handshake_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             let _open = OpenConnection::new(&metrics, label);
@@ -141,18 +176,6 @@ pub async fn run<H: Handler>(
                 }
             }
         });
-    }
-    drop(listener);
-    // Every connection holds a slot until it ends: all slots back means all drained.
-    let all = u32::try_from(options.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(options.shutdown_drain, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            listener = options.label,
-            "drain time over; closing remaining connections"
-        );
     }
 }
 

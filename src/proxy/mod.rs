@@ -1,5 +1,5 @@
 //! The proxy front end: one request in phases, each a step into its own module, answered and
-//! recorded once (see `LIFECYCLE.md` beside this file):
+//! recorded once (see `src/LIFECYCLE.md`):
 //!
 //! admit (framing, CORS preflight) -> decide ([`Policy::decide`]) -> prepare the upstream
 //! request ([`forward`]: target, headers, body read ahead) -> forward ([`crate::upstream`]) ->
@@ -101,6 +101,16 @@ struct Ending {
     status: u16,
     decision: &'static str,
     reason: &'static str,
+}
+
+impl Ending {
+    fn of(refusal: &Refusal) -> Ending {
+        Ending {
+            status: refusal.status().as_u16(),
+            decision: refusal.decision(),
+            reason: refusal.reason(),
+        }
+    }
 }
 
 impl Handler for Gateway {
@@ -253,14 +263,9 @@ impl Gateway {
         identity: Option<&Identity>,
         refusal: Refusal,
     ) -> Response<ProxyBody> {
-        let ending = Ending {
-            status: refusal.status().as_u16(),
-            decision: refusal.decision(),
-            reason: refusal.reason(),
-        };
         // A decision taken in the admit phase is the refusal itself.
         let decided = cx.decided.or_else(|| Some(cx.started.elapsed()));
-        self.record(cx, route, identity, ending, decided);
+        self.record(cx, route, identity, Ending::of(&refusal), decided);
         let style = route.map_or(ErrorStyle::Problem, |r| {
             cx.table.preset(r.preset).error_style
         });

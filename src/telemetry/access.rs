@@ -97,22 +97,9 @@ impl AccessLine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::log::tests::Shared;
     use crate::telemetry::names::NO_ROUTE;
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
 
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// The line tracing-subscriber's JSON formatter (as `init_logging` sets it up) writes for
     /// the access event the text path emits, with its timestamp.

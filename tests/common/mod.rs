@@ -498,7 +498,7 @@ pub struct PolicyBuilder<'a> {
 pub struct Verdict {
     /// 200 when it would be forwarded, else the refusal's status.
     pub status: u16,
-    /// `forward`, or the refusal's decision (`forbidden`, `invalid_token`, ...).
+    /// `forward`, `would_deny` (shadow route), or the refusal's decision (`forbidden`, ...).
     pub outcome: &'static str,
     /// `permitted`, or the refusal's reason (`insufficient_scope`, `no_route`, ...).
     pub reason: &'static str,
@@ -547,11 +547,16 @@ impl Policy {
             }
         }
         // The one call into the decision.
-        let e = self.app.gateway().explain(&parts).await;
+        let e = self.app.policy().explain(&parts).await;
+        let outcome = match &e.verdict {
+            scopegate::policy::Verdict::Allow => "forward",
+            scopegate::policy::Verdict::WouldDeny(_) => "would_deny",
+            scopegate::policy::Verdict::Deny(r) => r.decision(),
+        };
         Verdict {
-            status: e.status,
-            outcome: e.outcome,
-            reason: e.reason,
+            status: e.verdict.status(),
+            outcome,
+            reason: e.verdict.reason(),
             needed: e.needed,
         }
     }
