@@ -10,7 +10,7 @@ use crate::app::{App, Running};
 use crate::config::{Config, LogFormat};
 use crate::demo::{self, DemoOptions};
 use crate::mint::{self, Signer};
-use crate::policy::Verdict;
+use crate::policy::{Explanation, Verdict};
 use crate::routes;
 use crate::telemetry;
 
@@ -130,69 +130,76 @@ struct MintArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo(args) => {
-            let _log = telemetry::init_logging(args.json_logs, "info");
-            let options = DemoOptions {
-                listen: args.listen,
-                admin_listen: args.admin_listen,
-                routes: args.routes,
-                certs: args.certs,
-            };
-            run_async(args.runtime.workers, async move {
-                let (running, lines) = demo::start(&options).await?;
-                println!(
-                    "scopegate demo: proxy https://{} (HTTP/1.1 and HTTP/2), admin http://{}/metrics",
-                    running.proxy_addr, running.admin_addr
-                );
-                println!("Paste any of these (tokens valid 24h):{lines}");
-                println!("\nCtrl-C stops; SIGHUP reloads routes/ and certificates.");
-                wait_for_signals(running).await;
-                Ok(())
-            })
-        }
-        Command::Serve(args) => {
-            let config = match Config::load(&args.config) {
-                Ok(c) => c,
-                Err(e) => return config_error(e),
-            };
-            let _log =
-                telemetry::init_logging(config.log.format == LogFormat::Json, &config.log.level);
-            run_async(args.runtime.workers, async move {
-                let running = App::build(config)?.bind_and_start().await?;
-                tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "scopegate serving");
-                wait_for_signals(running).await;
-                Ok(())
-            })
-        }
+        Command::Demo(args) => demo_command(args),
+        Command::Serve(args) => Config::load(&args.config)
+            .map_or_else(config_error, |config| serve_command(config, args.runtime)),
         Command::Routes(RoutesCommand::Check { paths }) => routes_check(paths),
-        Command::Explain(args) => {
-            let config = match Config::load(&args.config) {
-                Ok(c) => c,
-                Err(e) => return config_error(e),
-            };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => return config_error(e),
-            };
-            match runtime.block_on(explain(config, args)) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => config_error(format!("{e:#}")),
-            }
+        Command::Explain(args) => Config::load(&args.config)
+            .map_or_else(config_error, |config| explain_command(config, args)),
+        Command::Token(TokenCommand::Mint(args)) => mint_command(args),
+    }
+}
+
+/// `demo`: the proxy with dev material and every preset; prints curl lines, serves until a signal.
+fn demo_command(args: DemoArgs) -> ExitCode {
+    let _log = telemetry::init_logging(args.json_logs, "info");
+    let options = DemoOptions {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        routes: args.routes,
+        certs: args.certs,
+    };
+    run_async(args.runtime.workers, async move {
+        let (running, lines) = demo::start(&options).await?;
+        println!(
+            "scopegate demo: proxy https://{} (HTTP/1.1 and HTTP/2), admin http://{}/metrics",
+            running.proxy_addr, running.admin_addr
+        );
+        println!("Paste any of these (tokens valid 24h):{lines}");
+        println!("\nCtrl-C stops; SIGHUP reloads routes/ and certificates.");
+        wait_for_signals(running).await;
+        Ok(())
+    })
+}
+
+/// `serve`: production mode, until a signal stops it.
+fn serve_command(config: Config, runtime: RuntimeArgs) -> ExitCode {
+    let _log = telemetry::init_logging(config.log.format == LogFormat::Json, &config.log.level);
+    run_async(runtime.workers, async move {
+        let running = App::build(config)?.bind_and_start().await?;
+        tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "scopegate serving");
+        wait_for_signals(running).await;
+        Ok(())
+    })
+}
+
+/// `explain`: exit 0 when the request would be forwarded, 1 when refused.
+fn explain_command(config: Config, args: ExplainArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return config_error(e),
+    };
+    match runtime.block_on(explain(config, args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => config_error(format!("{e:#}")),
+    }
+}
+
+/// `token mint`: prints the signed token.
+fn mint_command(args: MintArgs) -> ExitCode {
+    match mint_token(args) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
         }
-        Command::Token(TokenCommand::Mint(args)) => match mint_token(args) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -254,6 +261,18 @@ async fn wait_for_signals(running: Running) {
 async fn explain(config: Config, args: ExplainArgs) -> anyhow::Result<bool> {
     let app = App::build(config)?;
     app.load_remote_keys().await;
+    let parts = explain_request(&args)?;
+    let e = app.policy().explain(&parts).await;
+    println!("request      {} {}", parts.method, args.path);
+    print_route(&e);
+    println!("needs        {}", e.needed.clone().unwrap_or_else(dash));
+    print_credentials(&e, args.token.is_some());
+    print_decision(&e, &parts.method);
+    Ok(e.canonical_path.is_some())
+}
+
+/// The request `explain` judges, as a client would send it.
+fn explain_request(args: &ExplainArgs) -> anyhow::Result<http::request::Parts> {
     let mut request = http::Request::builder()
         .method(args.method.as_str())
         .uri(args.path.as_str())
@@ -268,61 +287,69 @@ async fn explain(config: Config, args: ExplainArgs) -> anyhow::Result<bool> {
         request = request.header(name.trim(), value.trim());
     }
     let (parts, ()) = request.body(())?.into_parts();
-    let e = app.policy().explain(&parts).await;
-    let dash = || "-".to_owned();
-    println!("request      {} {}", parts.method, args.path);
+    Ok(parts)
+}
+
+/// What `explain` prints for a value that is absent.
+fn dash() -> String {
+    "-".to_owned()
+}
+
+fn print_route(e: &Explanation) {
     match &e.route {
         Some((template, source, preset)) => {
             println!("route        {template}  ({source}, preset {preset})")
         }
         None => println!("route        none"),
     }
-    println!("needs        {}", e.needed.clone().unwrap_or_else(dash));
-    match &e.identity {
-        Some(id) => {
-            let show = |v: &Option<Box<str>>| v.as_deref().unwrap_or("-").to_owned();
-            let roles: Vec<&str> = id.roles.iter().map(|r| &**r).collect();
-            println!(
-                "credentials  kind={} roles={} client={} subject={} store={} exp={}",
-                show(&id.token_kind),
-                if roles.is_empty() {
-                    "-".to_owned()
-                } else {
-                    roles.join(",")
-                },
-                show(&id.client),
-                show(&id.subject),
-                show(&id.tenant),
-                id.expires_at.map_or_else(dash, |t| t.to_string()),
-            );
-            println!(
-                "holds        {}",
-                e.held
-                    .clone()
-                    .filter(|h| !h.is_empty())
-                    .unwrap_or_else(dash)
-            );
-        }
-        None => println!(
+}
+
+fn print_credentials(e: &Explanation, sent_token: bool) {
+    let Some(id) = &e.identity else {
+        println!(
             "credentials  {}",
-            if args.token.is_some() {
+            if sent_token {
                 "not accepted (see decision)"
             } else {
                 "none"
             }
-        ),
-    }
-    let forwarded = e.canonical_path.is_some();
+        );
+        return;
+    };
+    let show = |v: &Option<Box<str>>| v.as_deref().unwrap_or("-").to_owned();
+    let roles: Vec<&str> = id.roles.iter().map(|r| &**r).collect();
+    println!(
+        "credentials  kind={} roles={} client={} subject={} store={} exp={}",
+        show(&id.token_kind),
+        if roles.is_empty() {
+            dash()
+        } else {
+            roles.join(",")
+        },
+        show(&id.client),
+        show(&id.subject),
+        show(&id.tenant),
+        id.expires_at.map_or_else(dash, |t| t.to_string()),
+    );
+    println!(
+        "holds        {}",
+        e.held
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(dash)
+    );
+}
+
+fn print_decision(e: &Explanation, method: &http::Method) {
     let path = e.canonical_path.as_deref().unwrap_or("-");
     match &e.verdict {
-        Verdict::Allow => println!("decision     ALLOW: would forward {} {path}", parts.method),
+        Verdict::Allow => println!("decision     ALLOW: would forward {method} {path}"),
         // Shadow mode: live traffic forwards this and counts it as would_deny.
         Verdict::WouldDeny(r) => println!(
-            "decision     WOULD_DENY {} {} ({}): would forward {} {path}",
+            "decision     WOULD_DENY {} {} ({}): would forward {method} {path}",
             r.status().as_u16(),
             r.decision(),
             r.reason(),
-            parts.method
         ),
         Verdict::Deny(r) => println!(
             "decision     DENY {} {} ({})",
@@ -331,7 +358,6 @@ async fn explain(config: Config, args: ExplainArgs) -> anyhow::Result<bool> {
             r.reason()
         ),
     }
-    Ok(forwarded)
 }
 
 fn routes_check(paths: Vec<PathBuf>) -> ExitCode {

@@ -112,79 +112,89 @@ fn is_canonical(bytes: &[u8]) -> bool {
 
 fn rebuild(bytes: &[u8]) -> Result<String, PathError> {
     let mut out = String::with_capacity(bytes.len());
-    // Decoded bytes of non-ASCII escapes, checked as UTF-8 per run.
-    let mut run: Vec<u8> = Vec::new();
     for raw in bytes.split(|b| *b == b'/').skip(1) {
         if raw.is_empty() {
             continue; // repeated or trailing slash; trailing is restored below
         }
-        let mut segment = String::with_capacity(raw.len());
-        let mut decoded_len = 0usize;
-        let mut only_dots = true;
-        let mut i = 0;
-        while i < raw.len() {
-            let b = raw[i];
-            let (value, escaped) = match b {
-                b'%' => {
-                    let hi = raw.get(i + 1).and_then(|c| hex(*c));
-                    let lo = raw.get(i + 2).and_then(|c| hex(*c));
-                    match (hi, lo) {
-                        (Some(hi), Some(lo)) => {
-                            i += 3;
-                            (hi << 4 | lo, true)
-                        }
-                        _ => return Err(PathError::BadPercentEncoding),
-                    }
-                }
-                _ => {
-                    i += 1;
-                    (b, false)
-                }
-            };
-            match value {
-                b'/' if escaped => return Err(PathError::EncodedSeparator),
-                b'\\' if escaped => return Err(PathError::EncodedSeparator),
-                b'\\' => return Err(PathError::Backslash),
-                b';' if !escaped => return Err(PathError::PathParameter),
-                b'#' if !escaped => return Err(PathError::Fragment),
-                b' ' if !escaped => return Err(PathError::Space),
-                v if v < 0x20 || v == 0x7f => return Err(PathError::ControlCharacter),
-                v if v >= 0x80 => {
-                    if !escaped {
-                        return Err(PathError::InvalidUtf8);
-                    }
-                    run.push(v);
-                    push_escape(&mut segment, v);
-                    only_dots = false;
-                    decoded_len += 1;
-                    continue;
-                }
-                _ => {}
-            }
-            if !run.is_empty() {
-                check_utf8(&mut run)?;
-            }
-            decoded_len += 1;
-            only_dots &= value == b'.';
-            if is_unreserved(value) || !escaped {
-                segment.push(value as char);
-            } else {
-                push_escape(&mut segment, value);
-            }
-        }
-        if !run.is_empty() {
-            check_utf8(&mut run)?;
-        }
-        if only_dots && decoded_len <= 2 {
-            return Err(PathError::DotSegment);
-        }
         out.push('/');
-        out.push_str(&segment);
+        out.push_str(&decode_segment(raw)?);
     }
     if out.is_empty() || bytes.ends_with(b"/") {
         out.push('/');
     }
     Ok(out)
+}
+
+/// One non-empty segment in canonical form: unreserved escapes decoded, other escapes kept
+/// upper-cased; refused when it holds what [`refuse`] refuses or is a dot segment.
+fn decode_segment(raw: &[u8]) -> Result<String, PathError> {
+    let mut segment = String::with_capacity(raw.len());
+    // Decoded bytes of non-ASCII escapes, checked as UTF-8 per run.
+    let mut run: Vec<u8> = Vec::new();
+    let mut decoded_len = 0usize;
+    let mut only_dots = true;
+    let mut i = 0;
+    while i < raw.len() {
+        let (value, escaped) = next_byte(raw, &mut i)?;
+        refuse(value, escaped)?;
+        decoded_len += 1;
+        if value >= 0x80 {
+            if !escaped {
+                return Err(PathError::InvalidUtf8);
+            }
+            run.push(value);
+            push_escape(&mut segment, value);
+            only_dots = false;
+            continue;
+        }
+        if !run.is_empty() {
+            check_utf8(&mut run)?;
+        }
+        only_dots &= value == b'.';
+        if is_unreserved(value) || !escaped {
+            segment.push(value as char);
+        } else {
+            push_escape(&mut segment, value);
+        }
+    }
+    if !run.is_empty() {
+        check_utf8(&mut run)?;
+    }
+    if only_dots && decoded_len <= 2 {
+        return Err(PathError::DotSegment);
+    }
+    Ok(segment)
+}
+
+/// The byte at `raw[*i]`, percent-decoded (then `true`), and `*i` moved past it.
+fn next_byte(raw: &[u8], i: &mut usize) -> Result<(u8, bool), PathError> {
+    if raw[*i] != b'%' {
+        *i += 1;
+        return Ok((raw[*i - 1], false));
+    }
+    let hi = raw.get(*i + 1).and_then(|c| hex(*c));
+    let lo = raw.get(*i + 2).and_then(|c| hex(*c));
+    match (hi, lo) {
+        (Some(hi), Some(lo)) => {
+            *i += 3;
+            Ok((hi << 4 | lo, true))
+        }
+        _ => Err(PathError::BadPercentEncoding),
+    }
+}
+
+/// ASCII bytes a path must not hold, raw or (`escaped`) percent-encoded.
+fn refuse(value: u8, escaped: bool) -> Result<(), PathError> {
+    match value {
+        b'/' if escaped => Err(PathError::EncodedSeparator),
+        b'\\' if escaped => Err(PathError::EncodedSeparator),
+        b'\\' => Err(PathError::Backslash),
+        b';' if !escaped => Err(PathError::PathParameter),
+        b'#' if !escaped => Err(PathError::Fragment),
+        b' ' if !escaped => Err(PathError::Space),
+        v if v < 0x20 || v == 0x7f => Err(PathError::ControlCharacter),
+        _ => Ok(()),
+    }
 }
 
 fn check_utf8(run: &mut Vec<u8>) -> Result<(), PathError> {

@@ -1,7 +1,14 @@
 //! The compiled route table: matchit router over every loaded route file, immutable once built.
 
 mod compile;
+mod context;
 pub mod file;
+mod load;
+mod patterns;
+mod preset;
+mod route;
+mod rule;
+mod vocabulary;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,8 +17,10 @@ use http::{HeaderValue, Method};
 
 use crate::scopes::{ScopeSet, Vocabulary};
 use crate::telemetry::RouteHandles;
-pub use compile::{CompileError, CompileOptions, RouteSource, compile, compile_paths, load_paths};
+pub use compile::{CompileOptions, compile, compile_paths};
+pub use context::CompileError;
 pub use file::{Companion, ErrorStyle, PresetSettings};
+pub use load::{RouteSource, load_paths};
 
 /// Methods a route can allow. Anything else is refused with 405.
 pub const METHODS: [Method; 7] = [

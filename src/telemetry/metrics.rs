@@ -4,9 +4,10 @@ use std::sync::OnceLock;
 
 use super::names::{NO_ROUTE, decision, result};
 use http::Method;
+use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -37,13 +38,13 @@ pub struct Metrics {
     pub token_verifications: IntCounterVec,
     /// `scopegate_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
-    pub config_last_reload_success: prometheus::Gauge,
+    pub config_last_reload_success: Gauge,
     /// `scopegate_open_connections{listener}`.
     pub open_connections: IntGaugeVec,
     pub tls_handshake_failures: IntCounter,
     /// `scopegate_tls_certificate_expiry_timestamp_seconds`: the served leaf's notAfter (0 when
     /// no certificate is served).
-    pub tls_certificate_expiry: prometheus::Gauge,
+    pub tls_certificate_expiry: Gauge,
     /// `scopegate_jwks_refreshes_total{result}`: remote JWKS fetches.
     pub jwks_refreshes: IntCounterVec,
     /// `scopegate_jwks_keys`: keys currently loaded from remote JWKS.
@@ -107,153 +108,170 @@ pub struct RouteHandles {
     upstream_seconds: OnceLock<Histogram>,
 }
 
+/// A metric's name and help text.
+struct Spec {
+    name: &'static str,
+    help: &'static str,
+}
+
+const REQUESTS: Spec = Spec {
+    name: "scopegate_requests_total",
+    help: "Requests by route template, method and decision.",
+};
+const DENIALS: Spec = Spec {
+    name: "scopegate_denials_total",
+    help: "Requests refused, by reason.",
+};
+const DECISION_SECONDS: Spec = Spec {
+    name: "scopegate_decision_duration_seconds",
+    help: "Time from request arrival to the allow/deny decision.",
+};
+const UPSTREAM_SECONDS: Spec = Spec {
+    name: "scopegate_upstream_duration_seconds",
+    help: "Time from forwarding to the upstream's response headers.",
+};
+const UPSTREAM_ERRORS: Spec = Spec {
+    name: "scopegate_upstream_errors_total",
+    help: "Upstream failures by route and kind.",
+};
+const TOKEN_CACHE_HITS: Spec = Spec {
+    name: "scopegate_token_cache_hits_total",
+    help: "Credentials answered from the token cache.",
+};
+const TOKEN_CACHE_MISSES: Spec = Spec {
+    name: "scopegate_token_cache_misses_total",
+    help: "Credentials not in the token cache.",
+};
+const TOKEN_CACHE_ENTRIES: Spec = Spec {
+    name: "scopegate_token_cache_entries",
+    help: "Verified tokens held in the cache.",
+};
+const TOKEN_CACHE_MAX_ENTRIES: Spec = Spec {
+    name: "scopegate_token_cache_max_entries",
+    help: "Most verified tokens the cache holds (cache.max_entries; 0: cache off).",
+};
+const TOKEN_VERIFICATIONS: Spec = Spec {
+    name: "scopegate_token_verifications_total",
+    help: "Token verifications by result.",
+};
+const CONFIG_RELOADS: Spec = Spec {
+    name: "scopegate_config_reloads_total",
+    help: "Route and certificate reloads by result.",
+};
+const CONFIG_LAST_RELOAD_SUCCESS: Spec = Spec {
+    name: "scopegate_config_last_reload_success_timestamp_seconds",
+    help: "Unix time of the last successful configuration load.",
+};
+const OPEN_CONNECTIONS: Spec = Spec {
+    name: "scopegate_open_connections",
+    help: "Client connections open, by listener.",
+};
+const TLS_HANDSHAKE_FAILURES: Spec = Spec {
+    name: "scopegate_tls_handshake_failures_total",
+    help: "TLS handshakes that failed or timed out.",
+};
+const TLS_CERTIFICATE_EXPIRY: Spec = Spec {
+    name: "scopegate_tls_certificate_expiry_timestamp_seconds",
+    help: "Unix time when the served TLS leaf certificate expires (notAfter); 0 without TLS.",
+};
+const JWKS_REFRESHES: Spec = Spec {
+    name: "scopegate_jwks_refreshes_total",
+    help: "Remote JWKS fetches by result.",
+};
+const JWKS_KEYS: Spec = Spec {
+    name: "scopegate_jwks_keys",
+    help: "Keys loaded from remote JWKS.",
+};
+const INTROSPECTIONS: Spec = Spec {
+    name: "scopegate_introspections_total",
+    help: "Token introspection calls by result.",
+};
+
+fn counter(Spec { name, help }: Spec) -> IntCounter {
+    IntCounter::new(name, help).expect("valid metric")
+}
+
+fn counter_vec(Spec { name, help }: Spec, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn int_gauge(Spec { name, help }: Spec) -> IntGauge {
+    IntGauge::new(name, help).expect("valid metric")
+}
+
+fn int_gauge_vec(Spec { name, help }: Spec, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn gauge(Spec { name, help }: Spec) -> Gauge {
+    Gauge::new(name, help).expect("valid metric")
+}
+
+fn latency(Spec { name, help }: Spec) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+}
+
+fn histogram(spec: Spec) -> Histogram {
+    Histogram::with_opts(latency(spec)).expect("valid metric")
+}
+
+fn histogram_vec(spec: Spec, labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(latency(spec), labels).expect("valid metric")
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
         let m = Metrics {
-            requests: IntCounterVec::new(
-                Opts::new(
-                    "scopegate_requests_total",
-                    "Requests by route template, method and decision.",
-                ),
-                &["route", "method", "decision"],
-            )
-            .expect("valid metric"),
-            denials: IntCounterVec::new(
-                Opts::new("scopegate_denials_total", "Requests refused, by reason."),
-                &["reason"],
-            )
-            .expect("valid metric"),
-            decision_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "scopegate_decision_duration_seconds",
-                    "Time from request arrival to the allow/deny decision.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            )
-            .expect("valid metric"),
-            upstream_seconds: HistogramVec::new(
-                HistogramOpts::new(
-                    "scopegate_upstream_duration_seconds",
-                    "Time from forwarding to the upstream's response headers.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-                &["route"],
-            )
-            .expect("valid metric"),
-            upstream_errors: IntCounterVec::new(
-                Opts::new(
-                    "scopegate_upstream_errors_total",
-                    "Upstream failures by route and kind.",
-                ),
-                &["route", "kind"],
-            )
-            .expect("valid metric"),
-            token_cache_hits: IntCounter::new(
-                "scopegate_token_cache_hits_total",
-                "Credentials answered from the token cache.",
-            )
-            .expect("valid metric"),
-            token_cache_misses: IntCounter::new(
-                "scopegate_token_cache_misses_total",
-                "Credentials not in the token cache.",
-            )
-            .expect("valid metric"),
-            token_cache_entries: IntGauge::new(
-                "scopegate_token_cache_entries",
-                "Verified tokens held in the cache.",
-            )
-            .expect("valid metric"),
-            token_cache_max_entries: IntGauge::new(
-                "scopegate_token_cache_max_entries",
-                "Most verified tokens the cache holds (cache.max_entries; 0: cache off).",
-            )
-            .expect("valid metric"),
-            token_verifications: IntCounterVec::new(
-                Opts::new(
-                    "scopegate_token_verifications_total",
-                    "Token verifications by result.",
-                ),
-                &["result"],
-            )
-            .expect("valid metric"),
-            config_reloads: IntCounterVec::new(
-                Opts::new(
-                    "scopegate_config_reloads_total",
-                    "Route and certificate reloads by result.",
-                ),
-                &["result"],
-            )
-            .expect("valid metric"),
-            config_last_reload_success: prometheus::Gauge::new(
-                "scopegate_config_last_reload_success_timestamp_seconds",
-                "Unix time of the last successful configuration load.",
-            )
-            .expect("valid metric"),
-            open_connections: IntGaugeVec::new(
-                Opts::new(
-                    "scopegate_open_connections",
-                    "Client connections open, by listener.",
-                ),
-                &["listener"],
-            )
-            .expect("valid metric"),
-            tls_handshake_failures: IntCounter::new(
-                "scopegate_tls_handshake_failures_total",
-                "TLS handshakes that failed or timed out.",
-            )
-            .expect("valid metric"),
-            tls_certificate_expiry: prometheus::Gauge::new(
-                "scopegate_tls_certificate_expiry_timestamp_seconds",
-                "Unix time when the served TLS leaf certificate expires (notAfter); 0 without TLS.",
-            )
-            .expect("valid metric"),
-            jwks_refreshes: IntCounterVec::new(
-                Opts::new(
-                    "scopegate_jwks_refreshes_total",
-                    "Remote JWKS fetches by result.",
-                ),
-                &["result"],
-            )
-            .expect("valid metric"),
-            jwks_keys: IntGauge::new("scopegate_jwks_keys", "Keys loaded from remote JWKS.")
-                .expect("valid metric"),
-            introspections: IntCounterVec::new(
-                Opts::new(
-                    "scopegate_introspections_total",
-                    "Token introspection calls by result.",
-                ),
-                &["result"],
-            )
-            .expect("valid metric"),
+            registry: Registry::new(),
+            requests: counter_vec(REQUESTS, &["route", "method", "decision"]),
+            denials: counter_vec(DENIALS, &["reason"]),
+            decision_seconds: histogram(DECISION_SECONDS),
+            upstream_seconds: histogram_vec(UPSTREAM_SECONDS, &["route"]),
+            upstream_errors: counter_vec(UPSTREAM_ERRORS, &["route", "kind"]),
+            token_cache_hits: counter(TOKEN_CACHE_HITS),
+            token_cache_misses: counter(TOKEN_CACHE_MISSES),
+            token_cache_entries: int_gauge(TOKEN_CACHE_ENTRIES),
+            token_cache_max_entries: int_gauge(TOKEN_CACHE_MAX_ENTRIES),
+            token_verifications: counter_vec(TOKEN_VERIFICATIONS, &["result"]),
+            config_reloads: counter_vec(CONFIG_RELOADS, &["result"]),
+            config_last_reload_success: gauge(CONFIG_LAST_RELOAD_SUCCESS),
+            open_connections: int_gauge_vec(OPEN_CONNECTIONS, &["listener"]),
+            tls_handshake_failures: counter(TLS_HANDSHAKE_FAILURES),
+            tls_certificate_expiry: gauge(TLS_CERTIFICATE_EXPIRY),
+            jwks_refreshes: counter_vec(JWKS_REFRESHES, &["result"]),
+            jwks_keys: int_gauge(JWKS_KEYS),
+            introspections: counter_vec(INTROSPECTIONS, &["result"]),
             hot_denials: Hot::new(),
             hot_verifications: Hot::new(),
-            registry,
         };
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(m.requests.clone()),
-            Box::new(m.denials.clone()),
-            Box::new(m.decision_seconds.clone()),
-            Box::new(m.upstream_seconds.clone()),
-            Box::new(m.upstream_errors.clone()),
-            Box::new(m.token_cache_hits.clone()),
-            Box::new(m.token_cache_misses.clone()),
-            Box::new(m.token_cache_entries.clone()),
-            Box::new(m.token_cache_max_entries.clone()),
-            Box::new(m.token_verifications.clone()),
-            Box::new(m.config_reloads.clone()),
-            Box::new(m.config_last_reload_success.clone()),
-            Box::new(m.open_connections.clone()),
-            Box::new(m.tls_handshake_failures.clone()),
-            Box::new(m.tls_certificate_expiry.clone()),
-            Box::new(m.jwks_refreshes.clone()),
-            Box::new(m.jwks_keys.clone()),
-            Box::new(m.introspections.clone()),
-        ];
-        for c in collectors {
+        for c in m.collectors() {
             m.registry.register(c).expect("metric registered once");
         }
         m
+    }
+
+    /// Every metric, for registering.
+    fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.requests.clone()),
+            Box::new(self.denials.clone()),
+            Box::new(self.decision_seconds.clone()),
+            Box::new(self.upstream_seconds.clone()),
+            Box::new(self.upstream_errors.clone()),
+            Box::new(self.token_cache_hits.clone()),
+            Box::new(self.token_cache_misses.clone()),
+            Box::new(self.token_cache_entries.clone()),
+            Box::new(self.token_cache_max_entries.clone()),
+            Box::new(self.token_verifications.clone()),
+            Box::new(self.config_reloads.clone()),
+            Box::new(self.config_last_reload_success.clone()),
+            Box::new(self.open_connections.clone()),
+            Box::new(self.tls_handshake_failures.clone()),
+            Box::new(self.tls_certificate_expiry.clone()),
+            Box::new(self.jwks_refreshes.clone()),
+            Box::new(self.jwks_keys.clone()),
+            Box::new(self.introspections.clone()),
+        ]
     }
 
     /// Counts one request in `scopegate_requests_total`, through the route's handles when it
