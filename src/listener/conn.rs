@@ -82,9 +82,7 @@ impl<H: Handler> Serving<H> {
         let service = service(handler, conn, activity.clone());
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
-        let mut ticks = tokio::time::interval(idle_timeout / IDLE_CHECKS);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut idle = IdleWatch::new(&activity);
+        let mut idle = IdleWatch::new(&activity, idle_timeout);
         let first_byte = tokio::time::sleep(first_byte_timeout);
         tokio::pin!(first_byte);
         let mut greeted = false;
@@ -112,7 +110,7 @@ impl<H: Handler> Serving<H> {
                         connection.as_mut().graceful_shutdown();
                     }
                 }
-                _ = ticks.tick(), if !closing => {
+                _ = idle.ticks.tick(), if !closing => {
                     if idle.is_idle(&activity) {
                         closing = true;
                         tracing::debug!(peer = %peer.ip(), "closing idle connection");
@@ -148,15 +146,20 @@ fn service<H: Handler>(
 
 const IDLE_CHECKS: u32 = 4;
 
-/// Progress seen at the last check, and how many checks in a row saw none.
+/// The idle checks: their timer, the progress seen at the last one, and how many checks in a
+/// row saw none.
 struct IdleWatch {
+    ticks: tokio::time::Interval,
     last: u64,
     quiet: u32,
 }
 
 impl IdleWatch {
-    fn new(activity: &Activity) -> IdleWatch {
+    fn new(activity: &Activity, idle_timeout: Duration) -> IdleWatch {
+        let mut ticks = tokio::time::interval(idle_timeout / IDLE_CHECKS);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         IdleWatch {
+            ticks,
             last: activity.bytes.load(Ordering::Relaxed),
             quiet: 0,
         }
