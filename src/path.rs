@@ -34,6 +34,8 @@ pub enum PathError {
     Fragment,
     #[error("unencoded space in path")]
     Space,
+    #[error("double-encoded escape of a refused character in path")]
+    DoubleEncoded,
 }
 
 impl PathError {
@@ -50,8 +52,32 @@ impl PathError {
             PathError::InvalidUtf8 => "path_invalid_utf8",
             PathError::Fragment => "path_fragment",
             PathError::Space => "path_space",
+            PathError::DoubleEncoded => "path_double_encoded",
         }
     }
+}
+
+/// Whether a canonical path holds `%25` followed by the escape of a character the path rules
+/// refuse (`%252e` is `%2e` to an upstream that decodes once more: a dot segment to one that
+/// decodes twice): `.`, `/`, `\`, `;`, `#`, `%` and control bytes. `%2520` (a space) is fine.
+pub fn double_encoded(canonical: &str) -> bool {
+    let bytes = canonical.as_bytes();
+    let mut i = 0;
+    while let Some(at) = bytes[i..].windows(3).position(|w| w == b"%25") {
+        let rest = &bytes[i + at + 3..];
+        if let [hi, lo, ..] = rest
+            && let (Some(hi), Some(lo)) = (hex(*hi), hex(*lo))
+            && refused_when_decoded(hi << 4 | lo)
+        {
+            return true;
+        }
+        i += at + 3;
+    }
+    false
+}
+
+fn refused_when_decoded(b: u8) -> bool {
+    matches!(b, b'.' | b'/' | b'\\' | b';' | b'#' | b'%') || b < 0x20 || b == 0x7f
 }
 
 /// Returns the canonical form of `path`, borrowing it when it is already canonical.
@@ -349,6 +375,30 @@ mod tests {
         for p in ["/v2//%6frders/", "/a/%7e/b%2a", "/p/%c3%a9"] {
             let once = ok(p);
             assert_eq!(ok(&once), once);
+        }
+    }
+
+    #[test]
+    fn double_encoded_escapes_of_refused_characters_are_found() {
+        for bad in [
+            "/a/%252e%252e/b",
+            "/a/%252E",
+            "/a/b%252fc",
+            "/a/%255c",
+            "/a/%2500",
+            "/a/%253b",
+            "/a/%2523",
+            "/a/%2525",
+            "/a/%251F",
+        ] {
+            let canonical = ok(bad);
+            assert!(double_encoded(&canonical), "{bad}");
+        }
+        for fine in [
+            "/a/%2520", "/a/%2541", "/a/%25", "/a/%25z", "/a/b", "/a/%2a",
+        ] {
+            let canonical = normalise(fine).map(Cow::into_owned).unwrap_or_default();
+            assert!(!double_encoded(&canonical), "{fine}");
         }
     }
 }

@@ -325,8 +325,10 @@ async fn request_targets_are_forwarded_canonically_or_refused() {
         ("http://evil.example/shop/orders", Err(400)),
         ("/SHOP/orders", Err(404)),
         ("/shop/Orders", Err(404)),
-        ("/shop/health/", Err(404)),
-        ("/shop/orders/", Err(404)),
+        // A trailing slash does not count (the default `[preset.paths]`, as most frameworks
+        // route): the same route judges it, and the path goes on as the client spelled it.
+        ("/shop/health/", Ok("/shop/health/")),
+        ("/shop/orders/", Ok("/shop/orders/")),
         ("/shop", Err(404)),
     ];
     for (target, want) in cases {

@@ -18,7 +18,7 @@ use http::{HeaderMap, Method, Uri, Version, header};
 use crate::credentials::{Authenticator, Identity};
 use crate::path;
 use crate::refusal::Refusal;
-use crate::routes::{Companion, Matched, Requirement, Route, RouteTable, Rule};
+use crate::routes::{Companion, DoubleEncoding, Matched, Requirement, Route, RouteTable, Rule};
 pub use explain::Explanation;
 pub use rules::{Companions, apply_gates, check_token, companion_problem, permits};
 
@@ -239,6 +239,12 @@ impl Policy {
             return Err(Denied::bare(Refusal::NoRoute));
         };
         let route = matched.route;
+        if table.preset(route.preset).paths.double_encoding == DoubleEncoding::Refuse
+            && path::double_encoded(&path)
+        {
+            let refusal = Refusal::BadTarget(path::PathError::DoubleEncoded);
+            return Err(denied(route, None, path, refusal));
+        }
         let Some(rule) = route.rule(request.method) else {
             let refusal = Refusal::MethodNotAllowed {
                 allow: route.allow.clone(),
@@ -283,7 +289,7 @@ impl Policy {
             return Err((Some(identity), Refusal::InvalidToken(e)));
         }
         if let Some(binding) = &route.tenant
-            && !binding.admits(&matched.params, request.host(), identity.tenant.as_deref())
+            && !binding.admits(matched, request.host(), identity.tenant.as_deref())
         {
             return Err((Some(identity), Refusal::WrongTenant));
         }

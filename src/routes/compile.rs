@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use toml::Spanned;
 
 use super::context::{CompileError, FileCx, suggest};
+use super::equivalence::PathRules;
 use super::file::{PresetSettings, RouteFile, RouteSpec};
 use super::load::{RouteSource, load_paths};
 use super::patterns::{conflict, cross_preset_overlaps, patterns};
-use super::{Preset, Route, RouteTable};
+use super::{Group, Preset, Route, RouteTable};
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -43,16 +44,18 @@ pub fn compile(
         };
         cx.claim_name(&file.preset.name, &mut names);
         let preset_index = table.presets.len() as u16;
+        let rules = cx.path_rules(&file);
         let Some(vocabulary) = cx.vocabulary(&file) else {
             continue;
         };
+        let group = table.group(&rules);
         for spec in &file.routes {
             let upstreams = options.upstreams;
             if let Some(route) = cx.route(spec, &file, &vocabulary, preset_index, upstreams) {
-                table.insert(&mut cx, spec, &route);
+                table.insert(&mut cx, spec, &route, group);
             }
         }
-        let preset = cx.preset(&file, vocabulary, settings.get(&file.preset.name));
+        let preset = cx.preset(&file, vocabulary, rules, settings.get(&file.preset.name));
         table.presets.push(preset);
     }
     cross_preset_overlaps(&table.routes, &table.presets, &mut errors);
@@ -76,20 +79,50 @@ pub fn compile_paths(
 /// The table as it is assembled, file by file.
 #[derive(Default)]
 struct Table {
-    router: matchit::Router<u32>,
+    groups: Vec<Group>,
+    /// (group, pattern key) -> the route inserted under it.
+    keys: HashMap<(usize, String), usize>,
     routes: Vec<Route>,
     presets: Vec<Preset>,
 }
 
 impl Table {
-    /// Adds `route` under each pattern its `spec` inserts.
-    fn insert(&mut self, cx: &mut FileCx<'_>, spec: &Spanned<RouteSpec>, route: &Route) {
+    /// The group of presets with these path rules, added if it is the first.
+    fn group(&mut self, rules: &PathRules) -> usize {
+        if let Some(i) = self.groups.iter().position(|g| g.rules == *rules) {
+            return i;
+        }
+        self.groups.push(Group {
+            rules: rules.clone(),
+            router: matchit::Router::new(),
+        });
+        self.groups.len() - 1
+    }
+
+    /// Adds `route` under the key of each pattern its `spec` inserts. A pattern whose key is
+    /// already taken names the same resource for this upstream: fine when it is judged alike
+    /// (the first stays), an error otherwise.
+    fn insert(
+        &mut self,
+        cx: &mut FileCx<'_>,
+        spec: &Spanned<RouteSpec>,
+        route: &Route,
+        group: usize,
+    ) {
         let line = cx.line(spec.span().start);
         for pattern in &patterns(spec.get_ref()) {
             let r = route.clone_for(pattern);
-            let index = self.routes.len() as u32;
-            match self.router.insert(pattern.as_str(), index) {
-                Ok(()) => self.routes.push(r),
+            let key = self.groups[group].rules.pattern_key(pattern);
+            if let Some(&other) = self.keys.get(&(group, key.clone())) {
+                self.same_resource(cx, line, &r, other, group);
+                continue;
+            }
+            let index = self.routes.len();
+            match self.groups[group].router.insert(key.as_str(), index as u32) {
+                Ok(()) => {
+                    self.keys.insert((group, key), index);
+                    self.routes.push(r);
+                }
                 Err(e) => cx.error(
                     Some(line),
                     format!(
@@ -102,9 +135,35 @@ impl Table {
         }
     }
 
+    /// `route` has the key of the route at `other`: one resource, which must be judged alike.
+    fn same_resource(
+        &self,
+        cx: &mut FileCx<'_>,
+        line: usize,
+        route: &Route,
+        other: usize,
+        group: usize,
+    ) {
+        let first = &self.routes[other];
+        if first.judges_like(route) {
+            return;
+        }
+        cx.error(
+            Some(line),
+            format!(
+                "route `{}` is the same resource as `{}` ({}) for this upstream ({}), but is judged differently",
+                route.template,
+                first.template,
+                first.source,
+                self.groups[group].rules.describe()
+            ),
+            Some("give both spellings one rule, or declare in [preset.paths] how the upstream really routes".into()),
+        );
+    }
+
     fn finish(self) -> RouteTable {
         RouteTable {
-            router: self.router,
+            groups: self.groups.into(),
             routes: self.routes.into(),
             presets: self.presets.into(),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
@@ -122,6 +181,21 @@ impl FileCx<'_> {
                 let line = e.span().map(|s| self.line(s.start));
                 self.error(line, e.message().trim().to_owned(), None);
                 None
+            }
+        }
+    }
+
+    /// The file's `[preset.paths]`, or the defaults after reporting why they cannot be used.
+    fn path_rules(&mut self, file: &RouteFile) -> PathRules {
+        let Some(spec) = &file.preset.paths else {
+            return PathRules::default();
+        };
+        match PathRules::new(spec.get_ref()) {
+            Ok(rules) => rules,
+            Err(e) => {
+                let line = self.line(spec.span().start);
+                self.error(Some(line), format!("[preset.paths]: {e}"), None);
+                PathRules::default()
             }
         }
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use super::equivalence::PathRulesSpec;
+
 /// One route file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +36,8 @@ pub struct PresetSpec {
     pub upstream: Option<String>,
     /// Tenant binding for every route of the file that does not set its own.
     pub tenant: Option<Spanned<TenantSpec>>,
+    /// How the upstream routes paths: which spellings are one path (`[preset.paths]`).
+    pub paths: Option<Spanned<PathRulesSpec>>,
 }
 
 /// The request's store must be the token's (`store_id` claim): taken from a path capture

@@ -2,6 +2,7 @@
 
 mod compile;
 mod context;
+mod equivalence;
 pub mod file;
 mod load;
 mod patterns;
@@ -19,6 +20,7 @@ use crate::scopes::{ScopeSet, Vocabulary};
 use crate::telemetry::RouteHandles;
 pub use compile::{CompileOptions, compile, compile_paths};
 pub use context::CompileError;
+pub use equivalence::{Case, DoubleEncoding, PathRules, TrailingSlash};
 pub use file::{Companion, ErrorStyle, PresetSettings};
 pub use load::{RouteSource, load_paths};
 
@@ -41,11 +43,19 @@ pub fn method_index(method: &Method) -> Option<usize> {
 /// Every route of every loaded file, compiled.
 #[derive(Debug)]
 pub struct RouteTable {
-    router: matchit::Router<u32>,
+    /// One router per distinct [`PathRules`] among the presets, keyed by that rule's keys.
+    groups: Box<[Group]>,
     routes: Box<[Route]>,
     presets: Box<[Preset]>,
     /// Distinguishes tables across reloads (for per-table memoisation on cached tokens).
     generation: u64,
+}
+
+/// The routes of the presets that share one [`PathRules`], under its keys.
+#[derive(Debug)]
+struct Group {
+    rules: PathRules,
+    router: matchit::Router<u32>,
 }
 
 /// One route file's settings and scope vocabulary.
@@ -53,6 +63,8 @@ pub struct RouteTable {
 pub struct Preset {
     pub name: Arc<str>,
     pub file: Arc<str>,
+    /// How its upstream routes paths.
+    pub paths: PathRules,
     pub error_style: ErrorStyle,
     pub vocabulary: Vocabulary,
     /// Holding any of these lets a token lack `exp`.
@@ -137,11 +149,11 @@ impl TenantBinding {
     /// True when the request names exactly the token's store (`tenant`).
     pub fn admits(
         &self,
-        params: &matchit::Params<'_, '_>,
+        matched: &Matched<'_, '_>,
         host: Option<&str>,
         tenant: Option<&str>,
     ) -> bool {
-        match (self.requested(params, host), tenant) {
+        match (self.requested(matched, host), tenant) {
             (Some(asked), Some(held)) => match self {
                 TenantBinding::Capture(_) => asked == held,
                 // Host names are case-insensitive.
@@ -152,13 +164,9 @@ impl TenantBinding {
     }
 
     /// The store the request names, if it names one in the bound place.
-    fn requested<'a>(
-        &self,
-        params: &'a matchit::Params<'_, '_>,
-        host: Option<&'a str>,
-    ) -> Option<&'a str> {
+    fn requested<'a>(&self, matched: &Matched<'_, 'a>, host: Option<&'a str>) -> Option<&'a str> {
         match self {
-            TenantBinding::Capture(name) => params.get(&**name),
+            TenantBinding::Capture(name) => matched.param(name),
             TenantBinding::Host { prefix, suffix } => {
                 let host = host?;
                 let host = host
@@ -177,14 +185,14 @@ impl TenantBinding {
 }
 
 /// What one method of one route requires.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum Rule {
     Public,
     Protected(Requirement),
 }
 
 /// Any one grant satisfies the requirement.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Requirement {
     pub grants: Box<[Grant]>,
     /// Some grant needs a companion token (so companion headers are worth verifying).
@@ -194,7 +202,7 @@ pub struct Requirement {
 }
 
 /// A conjunction: every condition given must hold.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Grant {
     pub scopes: ScopeSet,
     pub any_scopes: Option<ScopeSet>,
@@ -210,15 +218,38 @@ pub struct Grant {
 #[derive(Debug)]
 pub struct Matched<'t, 'p> {
     pub route: &'t Route,
-    pub params: matchit::Params<'t, 'p>,
+    /// The canonical path that was matched.
+    pub path: &'p str,
+    /// Its key under the route's path rules.
+    key: std::borrow::Cow<'p, str>,
+    router: &'t matchit::Router<u32>,
+}
+
+impl<'p> Matched<'_, 'p> {
+    /// The value of the pattern's parameter `name`, as the request spelled it (a key may be
+    /// lower-cased; it is a prefix of the path, so the parameter's place is the same in both).
+    pub fn param(&self, name: &str) -> Option<&'p str> {
+        let m = self.router.at(&self.key).ok()?;
+        let value = m.params.get(name)?;
+        let start = value.as_ptr() as usize - self.key.as_ptr() as usize;
+        self.path.get(start..start + value.len())
+    }
 }
 
 impl RouteTable {
+    /// The route for a canonical path: the one whose pattern has the path's key under its
+    /// preset's path rules. Patterns of different presets never share a key (checked at load),
+    /// so at most one group matches.
     pub fn find<'t, 'p>(&'t self, path: &'p str) -> Option<Matched<'t, 'p>> {
-        let m = self.router.at(path).ok()?;
-        Some(Matched {
-            route: &self.routes[*m.value as usize],
-            params: m.params,
+        self.groups.iter().find_map(|group| {
+            let key = group.rules.key(path);
+            let index = *group.router.at(&key).ok()?.value;
+            Some(Matched {
+                route: &self.routes[index as usize],
+                path,
+                key,
+                router: &group.router,
+            })
         })
     }
 
@@ -242,5 +273,23 @@ impl RouteTable {
 impl Route {
     pub fn rule(&self, method: &Method) -> Option<&Arc<Rule>> {
         method_index(method).and_then(|i| self.rules[i].as_ref())
+    }
+
+    /// Whether `other` decides every request as this route does: the same rule for every
+    /// method, tenant binding, upstream and enforcement.
+    fn judges_like(&self, other: &Route) -> bool {
+        let same_rules = self
+            .rules
+            .iter()
+            .zip(&other.rules)
+            .all(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => a == b,
+                (None, None) => true,
+                _ => false,
+            });
+        same_rules
+            && self.tenant == other.tenant
+            && self.upstream == other.upstream
+            && self.enforce == other.enforce
     }
 }

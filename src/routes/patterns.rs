@@ -62,16 +62,31 @@ fn check_braces(segment: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Two files must never both claim a request path: matchit would settle it by specificity, so
-/// which file judges a request would depend on the other file's patterns.
+/// Two files must never both claim a request path (in any spelling either upstream treats as
+/// one): matchit would settle it by specificity, so which file judges a request would depend on
+/// the other file's patterns.
 pub(super) fn cross_preset_overlaps(
     routes: &[Route],
     presets: &[Preset],
     errors: &mut Vec<CompileError>,
 ) {
+    let rules = |r: &Route| presets.get(usize::from(r.preset)).map(|p| &p.paths);
     for (i, a) in routes.iter().enumerate() {
         for b in &routes[i + 1..] {
-            if a.preset != b.preset && patterns_overlap(&a.template, &b.template) {
+            if a.preset == b.preset {
+                continue;
+            }
+            // Under the rules of either preset: a spelling one upstream treats as its own path
+            // must not be a path of the other file.
+            let either = match (rules(a), rules(b)) {
+                (Some(x), Some(y)) => x.union(y),
+                _ => Default::default(),
+            };
+            let (ka, kb) = (
+                either.pattern_key(&a.template),
+                either.pattern_key(&b.template),
+            );
+            if patterns_overlap(&ka, &kb) {
                 let (file, line) = b.source.rsplit_once(':').unwrap_or((&b.source, ""));
                 errors.push(CompileError {
                     file: file.to_owned(),

@@ -4,6 +4,7 @@ use http::Method;
 use toml::Spanned;
 
 use super::context::{FileCx, suggest};
+use super::equivalence::PathRules;
 use super::file::{ExampleSpec, PresetSettings, RouteFile};
 use super::vocabulary::scope_set;
 use super::{Example, Gates, Preset};
@@ -15,6 +16,7 @@ impl FileCx<'_> {
         &mut self,
         file: &RouteFile,
         vocabulary: Vocabulary,
+        paths: PathRules,
         settings: Option<&PresetSettings>,
     ) -> Preset {
         let examples = file
@@ -37,6 +39,7 @@ impl FileCx<'_> {
             name: file.preset.name.as_str().into(),
             file: self.name.into(),
             error_style: file.preset.error_style,
+            paths,
             vocabulary,
             expiry_exempt,
             incompatible,

@@ -1,11 +1,15 @@
 //! The path normaliser: whatever it accepts is canonical, means what was sent, and is the same
 //! string however often it is normalised again (the proxy decides on and forwards that string).
+//! A canonical path without a refused double-encoded escape stays free of traversal for an
+//! upstream that decodes once more; and a path's matching key under any preset's path rules is
+//! a prefix of it, lower-cased at most.
 #![no_main]
 
 use std::borrow::Cow;
 
 use libfuzzer_sys::fuzz_target;
-use scopegate::path::normalise;
+use scopegate::path::{PathError, double_encoded, normalise};
+use scopegate::routes::{Case, PathRules, TrailingSlash};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
@@ -71,6 +75,50 @@ fn check(input: &str) {
     // Decoded, the path is valid UTF-8 (overlong forms and stray bytes are refused).
     for segment in segments(c) {
         assert!(std::str::from_utf8(&segment).is_ok(), "{input:?} -> {c:?}");
+    }
+    decoded_twice(c);
+    keys(c);
+}
+
+/// What an upstream that decodes `%25` once more sees: no dot segment, encoded separator,
+/// control byte, `;` or `#`, unless `double_encoded` refused the path.
+fn decoded_twice(c: &str) {
+    if double_encoded(c) || !c.contains("%25") {
+        return;
+    }
+    let once = c.replace("%25", "%");
+    if let Err(e) = normalise(&once) {
+        assert!(
+            matches!(
+                e,
+                PathError::BadPercentEncoding | PathError::InvalidUtf8 | PathError::Space
+            ),
+            "{c:?} decodes once more to {once:?}: {e:?}"
+        );
+    }
+}
+
+/// A key is a prefix of the path (lower-cased when case does not count), so captures keep
+/// their places; case-sensitive keys borrow.
+fn keys(c: &str) {
+    for slash in [TrailingSlash::Ignored, TrailingSlash::Significant] {
+        for case in [Case::Sensitive, Case::Insensitive] {
+            for suffix in [None, Some(".json")] {
+                let rules = PathRules {
+                    trailing_slash: slash,
+                    case,
+                    optional_suffix: suffix.map(Into::into),
+                    ..PathRules::default()
+                };
+                let key = rules.key(c);
+                assert!(key.len() <= c.len() && !key.is_empty(), "{c:?} -> {key:?}");
+                let prefix = &c[..key.len()];
+                match case {
+                    Case::Sensitive => assert_eq!(&*key, prefix),
+                    Case::Insensitive => assert_eq!(*key, prefix.to_ascii_lowercase()),
+                }
+            }
+        }
     }
 }
 
