@@ -144,11 +144,7 @@ impl Gateway {
             response = response.map(|b| b.count_failures(failures));
         }
         let (decision, reason) = permit.labels();
-        let ending = Ending {
-            status: response.status().as_u16(),
-            decision,
-            reason,
-        };
+        let ending = Ending::new(response.status().as_u16(), decision, reason);
         self.record(
             cx,
             Some(route),
@@ -172,11 +168,8 @@ struct InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let ending = Ending {
-                status: STATUS_CLIENT_CLOSED,
-                decision: self.permit.labels().0,
-                reason: reason::CLIENT_CLOSED,
-            };
+            let decision = self.permit.labels().0;
+            let ending = Ending::new(STATUS_CLIENT_CLOSED, decision, reason::CLIENT_CLOSED);
             self.gateway.record(
                 self.cx,
                 Some(self.permit.route),

@@ -26,7 +26,7 @@ use crate::policy::{Decision, Policy, RequestHead};
 use crate::refusal::Refusal;
 use crate::routes::{ErrorStyle, Route, RouteTable};
 use crate::telemetry::names::{decision, reason};
-use crate::telemetry::{Metrics, Outcome, Telemetry, method_label};
+use crate::telemetry::{AccessLine, Metrics, NO_ROUTE, Outcome, Telemetry, method_label};
 use crate::upstream::Upstream;
 
 /// Body of every response: the upstream's (read ahead, then streamed), or one scopegate wrote.
@@ -104,12 +104,20 @@ struct Ending {
 }
 
 impl Ending {
-    fn of(refusal: &Refusal) -> Ending {
+    fn new(status: u16, decision: &'static str, reason: &'static str) -> Ending {
         Ending {
-            status: refusal.status().as_u16(),
-            decision: refusal.decision(),
-            reason: refusal.reason(),
+            status,
+            decision,
+            reason,
         }
+    }
+
+    fn of(refusal: &Refusal) -> Ending {
+        Ending::new(
+            refusal.status().as_u16(),
+            refusal.decision(),
+            refusal.reason(),
+        )
     }
 }
 
@@ -243,11 +251,7 @@ impl Gateway {
         let route = matched.route;
         match cors.preflight(route, &parts.headers) {
             Ok(response) => {
-                let ending = Ending {
-                    status: 204,
-                    decision: decision::PREFLIGHT,
-                    reason: reason::CORS_PREFLIGHT,
-                };
+                let ending = Ending::new(204, decision::PREFLIGHT, reason::CORS_PREFLIGHT);
                 self.record(cx, Some(route), None, ending, None);
                 response.map(Either::Right)
             }
@@ -292,14 +296,18 @@ impl Gateway {
         decided: Option<Duration>,
     ) {
         self.telemetry.record(&Outcome {
-            route: route.map(|r| (&*r.template, &r.metrics)),
-            method: cx.method,
-            status: ending.status,
-            decision: ending.decision,
-            reason: ending.reason,
-            client: identity.and_then(|i| i.client.as_deref()),
-            token_kind: identity.and_then(|i| i.token_kind.as_deref()),
-            peer: cx.conn.peer.ip(),
+            line: AccessLine {
+                route: route.map_or(NO_ROUTE, |r| &r.template),
+                method: cx.method,
+                status: ending.status,
+                decision: ending.decision,
+                reason: ending.reason,
+                client: identity.and_then(|i| i.client.as_deref()),
+                token_kind: identity.and_then(|i| i.token_kind.as_deref()),
+                latency_us: 0,
+                peer: cx.conn.peer.ip(),
+            },
+            handles: route.map(|r| &r.metrics),
             started: cx.started,
             decided,
         });

@@ -6,10 +6,10 @@ use super::log::{JSON_ACCESS, LOG_BUFFER_MAX};
 #[derive(Debug, Clone, Copy)]
 pub struct AccessLine<'a> {
     pub route: &'a str,
-    pub method: &'a str,
+    pub method: &'static str,
     pub status: u16,
-    pub decision: &'a str,
-    pub reason: &'a str,
+    pub decision: &'static str,
+    pub reason: &'static str,
     pub client: Option<&'a str>,
     pub token_kind: Option<&'a str>,
     pub latency_us: u64,
