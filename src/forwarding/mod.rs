@@ -1,11 +1,15 @@
 //! Header rewriting on the way through, in both directions: hop-by-hop headers out (and what
-//! `Connection` names), the client's forwarding, identity and method-override headers out, the
-//! proxy's own `X-Forwarded-*` and identity headers in. Used by every front end that passes a
-//! request on or tells an ingress what to pass on.
+//! `Connection` names), the client's forwarding, client-address, identity and method-override
+//! headers out under any spelling ([`names`]), cookie crumbs joined, the proxy's own
+//! `X-Forwarded-*` and identity headers in. Used by every front end that passes a request on or
+//! tells an ingress what to pass on.
+
+pub mod names;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::credentials::Identity;
+pub use names::{HeaderRules, UnderscoreHeaders};
 
 /// Names of the identity headers scopegate sets (configurable).
 #[derive(Debug, Clone)]
@@ -32,7 +36,7 @@ impl Default for IdentityHeaderNames {
 }
 
 impl IdentityHeaderNames {
-    fn all(&self) -> [&HeaderName; 6] {
+    pub fn all(&self) -> [&HeaderName; 6] {
         [
             &self.subject,
             &self.client,
@@ -47,14 +51,6 @@ impl IdentityHeaderNames {
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-/// Headers some frameworks read as "the real method" (a POST judged as POST would run as DELETE).
-static METHOD_OVERRIDES: [HeaderName; 3] = [
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
-];
-const IDENTITY_PREFIX: &[u8] = b"x-scopegate-";
 
 /// Hop-by-hop headers (RFC 9110 7.6.1).
 static HOP_BY_HOP: [HeaderName; 9] = [
@@ -118,42 +114,38 @@ pub struct ForwardContext<'a> {
     pub route: &'a HeaderValue,
 }
 
-/// Rewrites request headers for the upstream. Client-sent identity headers never pass.
+/// Rewrites request headers for the upstream. Client-sent identity, forwarding and
+/// client-address headers never pass, whatever their spelling.
 pub fn prepare_request_headers(
     headers: &mut HeaderMap,
-    names: &IdentityHeaderNames,
+    rules: &HeaderRules,
     cx: &ForwardContext<'_>,
 ) {
     remove_hop_by_hop(headers);
-    // One pass over the names present: identity headers the client sent (they never pass),
-    // `Forwarded`, and method overrides (the method that was judged is the method the upstream
-    // runs). Usually none, and then nothing is allocated.
+    join_cookie_crumbs(headers);
+    // One pass over the names present, each compared as the upstream reads it: identity headers
+    // the client sent (they never pass), `Forwarded`, `X-Forwarded-*` and the other
+    // client-address headers, method overrides (the method that was judged is the method the
+    // upstream runs), and credential headers spelled otherwise than the decision read them.
+    // Usually none, and then nothing is allocated.
     let stripped: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| {
-            k.as_str().as_bytes().starts_with(IDENTITY_PREFIX)
-                || names.all().contains(k)
-                || **k == FORWARDED
-                || METHOD_OVERRIDES.contains(k)
-        })
+        .filter(|k| rules.strips(k))
         .cloned()
         .collect();
     for name in stripped {
         headers.remove(name);
     }
+    let names = &rules.identity;
     headers.insert(X_FORWARDED_FOR.clone(), cx.forwarded_for.clone());
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if cx.tls { "https" } else { "http" }),
     );
-    match &cx.host {
-        Some(host) => {
-            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-            headers.insert(header::HOST, host.clone());
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
+    // Without a host there is no `X-Forwarded-Host`: the client's was stripped above.
+    if let Some(host) = &cx.host {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        headers.insert(header::HOST, host.clone());
     }
     headers.insert(names.route.clone(), cx.route.clone());
     if let Some(id) = cx.identity {
@@ -168,6 +160,36 @@ pub fn prepare_request_headers(
             if let Some(v) = value {
                 headers.insert(name.clone(), v.clone());
             }
+        }
+    }
+}
+
+/// Several `Cookie` fields (HTTP/2 sends each cookie as its own field, RFC 9113 8.2.3; an
+/// HTTP/1.1 client may repeat the header) joined into one with `"; "`, so the upstream, spoken to
+/// over HTTP/1.1, sees one `Cookie` header and cannot pick one of several. One lookup when
+/// there is one or none.
+pub fn join_cookie_crumbs(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for crumb in headers.get_all(header::COOKIE) {
+        if crumb.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    // Each crumb is a valid value and `; ` joins them, so the whole is one too.
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+        Ok(value) if !value.is_empty() => {
+            headers.insert(header::COOKIE, value);
+        }
+        _ => {
+            headers.remove(header::COOKIE);
         }
     }
 }
@@ -217,5 +239,78 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("shop.example"));
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        h
+    }
+
+    /// Every strip list is applied to the name as the upstream reads it.
+    #[test]
+    fn client_headers_are_stripped_in_every_spelling() {
+        let rules = HeaderRules::new(
+            IdentityHeaderNames::default(),
+            vec![HeaderName::from_static("x-shopify-access-token")],
+            UnderscoreHeaders::Allow,
+        );
+        let mut h = map(&[
+            ("X_Scopegate_Role", "seller-admin"),
+            ("x.scopegate.subject", "root"),
+            ("X.Forwarded.For", "10.0.0.1"),
+            ("x_forwarded_host", "evil.example"),
+            ("X-Forwarded-Port", "443"),
+            ("X-Forwarded-Ssl", "on"),
+            ("X-Real-IP", "10.0.0.1"),
+            ("True-Client-IP", "10.0.0.1"),
+            ("x_original_url", "/admin"),
+            ("X-Rewrite-URL", "/admin"),
+            ("X_HTTP_Method_Override", "DELETE"),
+            ("X_Shopify_Access_Token", "other"),
+            ("X-Shopify-Access-Token", "judged"),
+            ("x_request_id", "kept"),
+        ]);
+        let ip = HeaderValue::from_static("127.0.0.1");
+        let route = HeaderValue::from_static("/shop/orders");
+        let cx = ForwardContext {
+            forwarded_for: &ip,
+            tls: false,
+            host: None,
+            identity: None,
+            route: &route,
+        };
+        prepare_request_headers(&mut h, &rules, &cx);
+        let mut left: Vec<(&str, &str)> = h
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                ("x-forwarded-for", "127.0.0.1"),
+                ("x-forwarded-proto", "http"),
+                ("x-scopegate-route", "/shop/orders"),
+                ("x-shopify-access-token", "judged"),
+                ("x_request_id", "kept"),
+            ]
+        );
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined_into_one_header() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", ""), ("cookie", "b=2; c=3")]);
+        join_cookie_crumbs(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2; c=3");
+        let mut h = map(&[("cookie", "a=1")]);
+        join_cookie_crumbs(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1");
     }
 }
