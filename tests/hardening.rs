@@ -3,6 +3,8 @@
 //! exactly the canonical request that was judged.
 
 mod common;
+#[path = "hardening/headers.rs"]
+mod headers;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -13,6 +13,7 @@ use crate::credentials::jwt::{ClaimRules, JwtVerifier};
 use crate::credentials::keys::{self, KeySource};
 use crate::credentials::opaque::{IntrospectionSpec, Introspector, StaticTokens};
 use crate::credentials::{Authenticator, CompanionVerifier, OpaqueSources, companion_header};
+use crate::forwarding::HeaderRules;
 use crate::listener::HttpLimits;
 use crate::proxy::GatewaySettings;
 use crate::routes::Companion;
@@ -41,7 +42,15 @@ pub(super) fn gateway_settings(config: &Config) -> GatewaySettings {
     GatewaySettings {
         realm: config.realm.clone(),
         max_request_body: config.limits.max_request_body_bytes,
-        identity_headers: config.forwarding.identity_headers.names(),
+        headers: HeaderRules::new(
+            config.forwarding.identity_headers.names(),
+            config
+                .credential_headers()
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect(),
+            config.forwarding.underscore_headers,
+        ),
         access_log: config.log.access,
         read_ahead: config.limits.buffer_body_bytes,
         request_body_timeout: config.limits.request_body_timeout,

@@ -14,8 +14,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cors::Cors;
-use crate::forwarding::IdentityHeaderNames;
-use crate::routes::PresetSettings;
+use crate::credentials::companion_header;
+use crate::forwarding::{IdentityHeaderNames, UnderscoreHeaders};
+use crate::routes::{Companion, PresetSettings};
 use crate::upstream::UpstreamUrl;
 pub use values::{HeaderNameValue, UriValue};
 
@@ -273,13 +274,17 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Identity header names (`[forwarding.identity_headers]`); any header beginning with
-/// `x-scopegate-` and each configured name is stripped from client requests.
+/// `[forwarding]`: identity header names (`[forwarding.identity_headers]`; any header beginning
+/// with `x-scopegate-` and each configured name is stripped from client requests, in any
+/// spelling), and what happens to a request header whose name holds `_` or `.`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardingConfig {
     #[serde(default)]
     pub identity_headers: IdentityHeadersConfig,
+    /// `drop` (default), `reject` (400 `header_name_underscore`) or `allow`.
+    #[serde(default)]
+    pub underscore_headers: UnderscoreHeaders,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -442,6 +447,30 @@ impl Config {
             k.jwks_file.iter_mut().for_each(fix);
             k.hmac_secret_file.iter_mut().for_each(fix);
         }
+    }
+
+    /// Every credential header the decision reads, with the config key it comes from: the
+    /// platform token headers and each companion kind's header (configured or not, its
+    /// default: an Elastic Path upstream reads it either way).
+    pub fn credential_headers(&self) -> Vec<(String, http::HeaderName)> {
+        let mut out: Vec<(String, http::HeaderName)> = self
+            .opaque
+            .headers
+            .iter()
+            .map(|h| ("opaque.headers".to_owned(), h.0.clone()))
+            .collect();
+        let companions = &self.jwt.companions;
+        for (kind, c) in [
+            (Companion::Customer, &companions.customer),
+            (Companion::AccountManagement, &companions.account_management),
+        ] {
+            let header = c.as_ref().and_then(|c| c.header.as_ref());
+            out.push((
+                format!("jwt.companions.{}.header", kind.token_type()),
+                header.map_or_else(|| companion_header(kind), |h| h.0.clone()),
+            ));
+        }
+        out
     }
 
     /// Every configured key set with the config key it comes from.
@@ -682,5 +711,47 @@ algorithms = ["RS256"]
             assert!(err.starts_with("line "), "{err}");
             assert!(err.contains(want), "{err}");
         }
+    }
+
+    #[test]
+    fn underscore_headers_is_read_and_credential_headers_must_survive_it() {
+        assert_eq!(
+            Config::parse(MINIMAL)
+                .unwrap()
+                .forwarding
+                .underscore_headers,
+            UnderscoreHeaders::Drop
+        );
+        let with = |extra: &str| Config::parse(&edit(MINIMAL, "[jwt]", &format!("{extra}\n[jwt]")));
+        let c = with("[forwarding]\nunderscore_headers = \"reject\"").unwrap();
+        assert_eq!(c.forwarding.underscore_headers, UnderscoreHeaders::Reject);
+        let err = with("[forwarding]\nunderscore_headers = \"loose\"").unwrap_err();
+        assert!(err.starts_with("line ") && err.contains("loose"), "{err}");
+
+        let odd = "[opaque]\nheaders = [\"x_platform_token\"]";
+        let err = with(odd).unwrap_err();
+        assert_eq!(
+            err,
+            "opaque.headers: `x_platform_token` holds `_` or `.`, which \
+             forwarding.underscore_headers = \"drop\" drops it before the decision reads it \
+             (rename it, or set underscore_headers = \"allow\")"
+        );
+        assert!(
+            with(&format!(
+                "{odd}\n[forwarding]\nunderscore_headers = \"allow\""
+            ))
+            .is_ok()
+        );
+        let text = format!(
+            "{MINIMAL}[jwt.companions.customer]\nheader = \"X.Customer\"\n\
+             [[jwt.companions.customer.keys]]\npem = \"c.pem\"\nalgorithms = [\"RS256\"]\n\
+             [forwarding]\nunderscore_headers = \"reject\"\n"
+        );
+        let err = Config::parse(&text).unwrap_err();
+        assert!(
+            err.starts_with("jwt.companions.customer.header: `x.customer`")
+                && err.contains("refuses every request that carries it"),
+            "{err}"
+        );
     }
 }

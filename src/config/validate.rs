@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::{Config, KeyConfig};
+use crate::forwarding::{UnderscoreHeaders, names};
 
 /// Every problem of `config`, in file order; empty when it can be used.
 pub(super) fn problems(config: &Config) -> Vec<String> {
@@ -23,6 +24,7 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
         key_set(prefix, keys, &mut out);
     }
     limits(config, &mut out);
+    credential_headers(config, &mut out);
     if config.realm.contains('"') || config.realm.contains('\\') {
         out.push("realm: must not contain quotes or backslashes".into());
     }
@@ -62,6 +64,27 @@ fn key_set(prefix: &str, keys: &[KeyConfig], out: &mut Vec<String>) {
                     "{prefix}[{i}]: refresh_interval must be at least 100ms and cooldown at least 1s"
                 ));
             }
+        }
+    }
+}
+
+/// A credential header spelled with `_` or `.` would be dropped (or refused) before the decision
+/// could read it.
+fn credential_headers(config: &Config, out: &mut Vec<String>) {
+    let mode = config.forwarding.underscore_headers;
+    if mode == UnderscoreHeaders::Allow {
+        return;
+    }
+    let (word, effect) = match mode {
+        UnderscoreHeaders::Drop => ("drop", "drops it before the decision reads it"),
+        _ => ("reject", "refuses every request that carries it"),
+    };
+    for (key, name) in config.credential_headers() {
+        if names::is_ambiguous(name.as_str().as_bytes()) {
+            out.push(format!(
+                "{key}: `{name}` holds `_` or `.`, which forwarding.underscore_headers = \"{word}\" \
+                 {effect} (rename it, or set underscore_headers = \"allow\")"
+            ));
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Credentials: find the bearer token in the request, verify it once, and cache who it speaks for.
 
 pub mod cache;
+mod identity;
 pub mod idp_client;
 pub mod jwks_remote;
 pub mod jwt;
@@ -10,140 +11,13 @@ pub mod opaque;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwapOption;
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http::{HeaderMap, HeaderName, header};
 
-use crate::routes::{Companion, RouteTable};
-use crate::scopes::ScopeSet;
+use crate::routes::Companion;
 use crate::telemetry::Metrics;
 use cache::{TokenCache, cache_key, cache_key_bytes};
+pub use identity::{Identity, IdentityHeaders, header_list, header_text};
 use jwt::JwtVerifier;
-
-/// Who a verified token speaks for. Built once per token and shared from the cache.
-#[derive(Debug)]
-pub struct Identity {
-    pub subject: Option<Box<str>>,
-    pub client: Option<Box<str>>,
-    pub token_kind: Option<Box<str>>,
-    pub roles: Box<[Box<str>]>,
-    pub scopes: Box<[Box<str>]>,
-    pub tenant: Option<Box<str>>,
-    /// `exp`, unix seconds.
-    pub expires_at: Option<u64>,
-    /// The token is for a private app (`app_type` claim `private`).
-    pub private_app: bool,
-    /// Resolved from an opaque token: its lifetime is the source's (static file, introspection),
-    /// so a missing `exp` is not held against it.
-    pub opaque: bool,
-    /// Identity headers for the upstream, built once.
-    pub headers: IdentityHeaders,
-    /// Scopes resolved against one route table, so a cached token is resolved once per reload.
-    resolved: ArcSwapOption<Resolved>,
-}
-
-#[derive(Debug)]
-struct Resolved {
-    generation: u64,
-    per_preset: Box<[ScopeSet]>,
-}
-
-/// Header values describing an identity to the upstream.
-#[derive(Debug, Default)]
-pub struct IdentityHeaders {
-    pub subject: Option<HeaderValue>,
-    pub client: Option<HeaderValue>,
-    pub scopes: Option<HeaderValue>,
-    pub token_kind: Option<HeaderValue>,
-    pub roles: Option<HeaderValue>,
-}
-
-impl Identity {
-    pub fn new(
-        subject: Option<Box<str>>,
-        client: Option<Box<str>>,
-        token_kind: Option<Box<str>>,
-        roles: Box<[Box<str>]>,
-        scopes: Box<[Box<str>]>,
-        tenant: Option<Box<str>>,
-        expires_at: Option<u64>,
-    ) -> Identity {
-        let join = |xs: &[Box<str>], sep: &str| {
-            (!xs.is_empty())
-                .then(|| header_text(&xs.iter().map(|x| &**x).collect::<Vec<_>>().join(sep)))
-        };
-        let headers = IdentityHeaders {
-            subject: subject.as_deref().map(header_text),
-            client: client.as_deref().map(header_text),
-            scopes: join(&scopes, " "),
-            token_kind: token_kind.as_deref().map(header_text),
-            roles: join(&roles, ","),
-        };
-        Identity {
-            subject,
-            client,
-            token_kind,
-            roles,
-            scopes,
-            tenant,
-            expires_at,
-            private_app: false,
-            opaque: false,
-            headers,
-            resolved: ArcSwapOption::empty(),
-        }
-    }
-
-    /// Marks the identity as resolved from an opaque token.
-    pub fn opaque(mut self) -> Identity {
-        self.opaque = true;
-        self
-    }
-
-    /// Marks the identity as a private app's.
-    pub fn with_private_app(mut self, private: bool) -> Identity {
-        self.private_app = private;
-        self
-    }
-
-    /// The scopes this identity holds in `preset`'s vocabulary, implication applied.
-    /// Computed once per route table and memoised.
-    pub fn scopes_in(&self, table: &RouteTable, preset: u16) -> ScopeSet {
-        if let Some(r) = &*self.resolved.load()
-            && r.generation == table.generation()
-        {
-            return r.per_preset[usize::from(preset)];
-        }
-        let per_preset: Box<[ScopeSet]> = table
-            .presets()
-            .iter()
-            .map(|p| p.vocabulary.grant(self.scopes.iter().map(|s| &**s)))
-            .collect();
-        let set = per_preset[usize::from(preset)];
-        self.resolved.store(Some(Arc::new(Resolved {
-            generation: table.generation(),
-            per_preset,
-        })));
-        set
-    }
-}
-
-/// A claim value as a header value: visible ASCII kept, anything else percent-encoded.
-pub fn header_text(s: &str) -> HeaderValue {
-    if let Ok(v) = HeaderValue::from_str(s)
-        && s.bytes().all(|b| (0x20..0x7f).contains(&b))
-    {
-        return v;
-    }
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if (0x20..0x7f).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
 
 /// Why a presented token was refused (401 `invalid_token`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -99,7 +99,7 @@ impl Gateway {
         });
         prepare_request_headers(
             &mut parts.headers,
-            &self.settings.identity_headers,
+            &self.settings.headers,
             &ForwardContext {
                 forwarded_for: &cx.conn.forwarded_for,
                 tls: cx.conn.tls,

@@ -1,9 +1,9 @@
 //! The proxy front end: one request in phases, each a step into its own module, answered and
 //! recorded once (see `src/LIFECYCLE.md`):
 //!
-//! admit (framing, CORS preflight) -> decide ([`Policy::decide`]) -> prepare the upstream
-//! request ([`forward`]: target, headers, body read ahead) -> forward ([`crate::upstream`]) ->
-//! record ([`Telemetry::record`]).
+//! admit (framing, header names, CORS preflight) -> decide ([`Policy::decide`]) -> prepare the
+//! upstream request ([`forward`]: target, headers, body read ahead) -> forward
+//! ([`crate::upstream`]) -> record ([`Telemetry::record`]).
 
 mod forward;
 
@@ -19,8 +19,8 @@ use hyper::body::Incoming;
 use crate::body::Relayed;
 use crate::cors::Cors;
 use crate::credentials::Identity;
-use crate::forwarding::IdentityHeaderNames;
-use crate::hygiene::check_framing;
+use crate::forwarding::HeaderRules;
+use crate::hygiene::{check_framing, check_header_names};
 use crate::listener::{ConnInfo, Handler};
 use crate::policy::{Decision, Policy, RequestHead};
 use crate::refusal::Refusal;
@@ -37,7 +37,9 @@ pub type ProxyBody = Either<Relayed<Incoming>, Full<Bytes>>;
 pub struct GatewaySettings {
     pub realm: String,
     pub max_request_body: usize,
-    pub identity_headers: IdentityHeaderNames,
+    /// Identity headers set, credential headers read, and what `[forwarding]` says about
+    /// header names with `_` or `.`.
+    pub headers: HeaderRules,
     pub access_log: bool,
     /// Bodies up to this size are read whole before they are passed on (`limits.buffer_body_bytes`).
     pub read_ahead: usize,
@@ -126,9 +128,9 @@ impl Handler for Gateway {
 
     async fn handle(&self, request: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let table = self.policy.current();
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let mut cx = self.context(&table, &parts, conn);
-        match self.admit(&parts) {
+        match self.admit(&mut parts) {
             Admit::Go => {}
             Admit::Refuse(refusal) => return self.refuse(&cx, None, None, refusal),
             Admit::Preflight(cors) => {
@@ -226,9 +228,12 @@ impl Gateway {
         }
     }
 
-    /// Framing first, then a CORS preflight is answered before anything is judged.
-    fn admit(&self, parts: &Parts) -> Admit<'_> {
-        if let Err(refusal) = check_framing(parts) {
+    /// Framing first, then header names (some dropped here, so that the decision sees what
+    /// the upstream will), then a CORS preflight is answered before anything is judged.
+    fn admit(&self, parts: &mut Parts) -> Admit<'_> {
+        if let Err(refusal) = check_framing(parts)
+            .and_then(|()| check_header_names(&mut parts.headers, &self.settings.headers))
+        {
             return Admit::Refuse(refusal);
         }
         match &self.settings.cors {
