@@ -625,7 +625,11 @@ algorithms = ["RS256"]
     #[test]
     fn every_problem_of_a_file_is_reported_at_once() {
         let text = edit(MINIMAL, "[listen]", "[listen]\ntls_cert = \"c.pem\"");
-        let text = edit(&text, "[routes]\npaths = [\"routes\"]", "[routes]\npaths = []");
+        let text = edit(
+            &text,
+            "[routes]\npaths = [\"routes\"]",
+            "[routes]\npaths = []",
+        );
         let text = format!("{text}[limits]\nmax_connections = 0\nmax_header_bytes = 100\n");
         let err = Config::parse(&text).unwrap_err();
         let lines: Vec<&str> = err.lines().collect();

@@ -136,7 +136,10 @@ pub async fn run<H: Handler>(
         .await
         .is_err()
     {
-        tracing::warn!(listener = label, "drain time over; closing remaining connections");
+        tracing::warn!(
+            listener = label,
+            "drain time over; closing remaining connections"
+        );
     }
 }
 

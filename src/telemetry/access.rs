@@ -100,7 +100,6 @@ mod tests {
     use crate::telemetry::log::tests::Shared;
     use crate::telemetry::names::NO_ROUTE;
 
-
     /// The line tracing-subscriber's JSON formatter (as `init_logging` sets it up) writes for
     /// the access event the text path emits, with its timestamp.
     fn subscriber_line(line: &AccessLine<'_>) -> String {
