@@ -86,6 +86,14 @@ impl<B> Relayed<B> {
         matches!(self.state, State::Streaming { .. })
     }
 
+    /// The bytes of a complete body (`None` when empty or still streaming).
+    pub fn complete_data(&self) -> Option<&Bytes> {
+        match &self.state {
+            State::Complete { data, .. } => data.as_ref(),
+            State::Streaming { .. } => None,
+        }
+    }
+
     /// Counts a failure of the streamed remainder in `counter`.
     pub fn count_failures(mut self, counter: prometheus::IntCounter) -> Relayed<B> {
         if let State::Streaming { failures, .. } = &mut self.state {
@@ -143,12 +151,25 @@ where
             }
         }
     }
+    if let Some(short) = short_of_length(&body) {
+        return Err(short);
+    }
     Ok(Relayed {
         state: State::Complete {
             data: read.into_bytes(),
             trailers,
         },
     })
+}
+
+/// A body that ended while its own size hint still promised bytes: a declared
+/// `content-length` not reached. hyper reports an HTTP/2 stream reset with `NO_ERROR` as the
+/// end of the body (RFC 9113 8.1 lets a server stop a request that way, but a client that does
+/// it has sent only part of its request), so a body cut off that way looks whole but for this.
+fn short_of_length<B: Body>(body: &B) -> Option<BodyError> {
+    let missing = body.size_hint().lower();
+    (missing > 0)
+        .then(|| BodyError::Broken(format!("ended {missing} bytes short of its length").into()))
 }
 
 /// Data read so far: one chunk kept as is, several copied into one buffer.
@@ -234,7 +255,10 @@ where
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) => failed(BodyError::Broken(e.into()), failures),
-                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Ready(None) => match short_of_length(&*rest) {
+                        Some(short) => failed(short, failures),
+                        None => Poll::Ready(None),
+                    },
                     Poll::Pending => {
                         ready!(timer.as_mut().poll(cx));
                         failed(BodyError::Idle(*idle), failures)
@@ -247,7 +271,10 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.state {
             State::Complete { data, trailers } => data.is_none() && trailers.is_none(),
-            State::Streaming { prefix, rest, .. } => prefix.is_none() && rest.is_end_stream(),
+            // Not over while the size hint says more is due: polled, it ends as an error.
+            State::Streaming { prefix, rest, .. } => {
+                prefix.is_none() && rest.is_end_stream() && rest.size_hint().lower() == 0
+            }
         }
     }
 
@@ -278,10 +305,12 @@ mod tests {
     use super::*;
     use http_body_util::Full;
 
-    /// Data frames, then the end, or nothing ever again (`stall`).
+    /// Data frames, then the end, or nothing ever again (`stall`); `declared` bytes promised
+    /// by its size hint (as hyper's for a `content-length`), counted down as data goes out.
     struct Chunks {
         parts: VecDeque<Bytes>,
         stall: bool,
+        declared: Option<u64>,
     }
 
     impl Body for Chunks {
@@ -292,10 +321,24 @@ mod tests {
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
             match self.parts.pop_front() {
-                Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
+                Some(p) => {
+                    if let Some(left) = &mut self.declared {
+                        *left = left.saturating_sub(p.len() as u64);
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(p))))
+                }
                 None if self.stall => Poll::Pending,
                 None => Poll::Ready(None),
             }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.parts.is_empty() && !self.stall
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.declared
+                .map_or_else(SizeHint::new, SizeHint::with_exact)
         }
     }
 
@@ -306,6 +349,7 @@ mod tests {
                 .map(|p| Bytes::from_static(p.as_bytes()))
                 .collect(),
             stall: false,
+            declared: None,
         }
     }
 
@@ -364,5 +408,30 @@ mod tests {
             .count_failures(counter.clone());
         assert!(matches!(relayed.collect().await, Err(BodyError::Idle(_))));
         assert_eq!(counter.get(), 1);
+    }
+
+    /// A body that ends before its declared length (hyper's reading of an HTTP/2 reset with
+    /// NO_ERROR) is broken, not complete: whether it fit the bound or was already streaming.
+    #[tokio::test]
+    async fn a_body_ending_short_of_its_length_is_broken() {
+        let mut short = chunks(&["abcde"]);
+        short.declared = Some(10);
+        assert!(matches!(
+            read_ahead(short, 16, 100, IDLE).await,
+            Err(BodyError::Broken(_))
+        ));
+        let mut short = chunks(&["abc", "def"]);
+        short.declared = Some(10);
+        let relayed = read_ahead(short, 4, 100, IDLE).await.unwrap();
+        assert!(relayed.is_streaming());
+        assert!(matches!(relayed.collect().await, Err(BodyError::Broken(_))));
+        // Exactly its length: complete, both ways.
+        let mut whole = chunks(&["abcde"]);
+        whole.declared = Some(5);
+        assert!(read_ahead(whole, 16, 100, IDLE).await.is_ok());
+        let mut whole = chunks(&["abc", "def"]);
+        whole.declared = Some(6);
+        let relayed = read_ahead(whole, 4, 100, IDLE).await.unwrap();
+        assert_eq!(&relayed.collect().await.unwrap().to_bytes()[..], b"abcdef");
     }
 }

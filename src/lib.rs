@@ -23,6 +23,7 @@ pub mod forwarding;
 pub mod hygiene;
 pub mod listener;
 pub mod mint;
+pub mod params;
 pub mod path;
 pub mod policy;
 pub mod proxy;

@@ -45,6 +45,13 @@ pub enum Refusal {
     /// The request names a store the token is not for. Says nothing about either store.
     WrongTenant,
     BodyTooLarge,
+    /// A form-encoded body too large to read whole, so it cannot be checked for an
+    /// `access_token`: 413 and the connection is closed.
+    FormTooLarge,
+    /// An HTTP/2 request body longer than the read-ahead bound without `content-length`: once
+    /// it streams, its end cannot be told from a stream reset. 411 and the connection (HTTP/1.1)
+    /// closed.
+    LengthRequired,
     /// Credentials could not be checked (no keys yet, introspection down); never an allow.
     CredentialsUnavailable(&'static str),
     UpstreamUnreachable,
@@ -111,6 +118,8 @@ impl Refusal {
             | Refusal::MethodNotAllowed { .. }
             | Refusal::AmbiguousCredentials
             | Refusal::BodyTooLarge
+            | Refusal::FormTooLarge
+            | Refusal::LengthRequired
             | Refusal::UpstreamUnreachable
             | Refusal::UpstreamFailed
             | Refusal::UpstreamTimeout => false,
@@ -122,7 +131,11 @@ impl Refusal {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            Refusal::Malformed(_) | Refusal::BodyTimeout | Refusal::BodyTooLarge
+            Refusal::Malformed(_)
+                | Refusal::BodyTimeout
+                | Refusal::BodyTooLarge
+                | Refusal::FormTooLarge
+                | Refusal::LengthRequired
         )
     }
 
@@ -140,7 +153,8 @@ impl Refusal {
             Refusal::InsufficientScope { .. } | Refusal::Gated { .. } | Refusal::WrongTenant => {
                 StatusCode::FORBIDDEN
             }
-            Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyTooLarge | Refusal::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Refusal::CredentialsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamUnreachable | Refusal::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -154,6 +168,7 @@ impl Refusal {
             | Refusal::Ambiguous(_)
             | Refusal::Malformed(_)
             | Refusal::BodyTimeout
+            | Refusal::LengthRequired
             | Refusal::AmbiguousCredentials => decision::BAD_REQUEST,
             Refusal::CorsRejected(_) => decision::CORS_REJECTED,
             Refusal::NoRoute => decision::NO_ROUTE,
@@ -163,7 +178,7 @@ impl Refusal {
             Refusal::InsufficientScope { .. } | Refusal::Gated { .. } | Refusal::WrongTenant => {
                 decision::FORBIDDEN
             }
-            Refusal::BodyTooLarge => decision::BODY_TOO_LARGE,
+            Refusal::BodyTooLarge | Refusal::FormTooLarge => decision::BODY_TOO_LARGE,
             Refusal::CredentialsUnavailable(_) => decision::CREDENTIALS_UNAVAILABLE,
             Refusal::UpstreamUnreachable | Refusal::UpstreamFailed | Refusal::UpstreamTimeout => {
                 decision::UPSTREAM_ERROR
@@ -190,6 +205,8 @@ impl Refusal {
                 Gate::NoQualification => "no_qualification",
             },
             Refusal::BodyTooLarge => "body_too_large",
+            Refusal::FormTooLarge => "form_body_too_large",
+            Refusal::LengthRequired => "length_required",
             Refusal::CredentialsUnavailable(why) => why,
             Refusal::UpstreamUnreachable => "upstream_unreachable",
             Refusal::UpstreamFailed => "upstream_failed",
@@ -223,6 +240,12 @@ impl Refusal {
                 Gate::NoQualification => "the app has no qualification".into(),
             },
             Refusal::BodyTooLarge => "request body too large".into(),
+            Refusal::FormTooLarge => {
+                "form-encoded request body too large to be checked for an access token".into()
+            }
+            Refusal::LengthRequired => {
+                "an HTTP/2 request body this large must declare its content-length".into()
+            }
             Refusal::CredentialsUnavailable(_) => "credentials cannot be checked right now".into(),
             Refusal::UpstreamUnreachable => "upstream unreachable".into(),
             Refusal::UpstreamFailed => "upstream failed".into(),
@@ -368,6 +391,8 @@ mod tests {
             },
             Refusal::WrongTenant,
             Refusal::BodyTooLarge,
+            Refusal::FormTooLarge,
+            Refusal::LengthRequired,
             Refusal::CredentialsUnavailable("keys_not_loaded"),
             // A reason that would need escaping takes the escaped path.
             Refusal::CredentialsUnavailable("odd \"reason\""),

@@ -254,3 +254,85 @@ async fn bad_key_config_fails_at_load_naming_the_file() {
         .to_string();
     assert!(err.contains("unknown algorithm `none`"), "{err}");
 }
+
+/// A JWT signed by the demo key with `header` (raw JSON, as written) and demo claims.
+fn signed_with_header(h: &Harness, header: &str) -> String {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let claims = scopegate::mint::with_demo_defaults(json!({"scope": "read_orders"}), 600).unwrap();
+    let message = format!(
+        "{}.{}",
+        b64(header.as_bytes()),
+        b64(&serde_json::to_vec(&claims).unwrap())
+    );
+    let pem = std::fs::read(&h.material.signing_key).unwrap();
+    let key = EncodingKey::from_rsa_pem(&pem).unwrap();
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::RS256).unwrap();
+    format!("{message}.{signature}")
+}
+
+/// RFC 7515 4.1.11: `crit` lists extensions the verifier must understand, and scopegate
+/// implements none. A correctly signed token whose header has `crit` at all (a list of names,
+/// an empty list, `null`, a string, a number, spelled with an escape, twice) is 401
+/// `token_crit_unsupported` and never forwarded. (`decode_header` reads `crit` only when it is
+/// a list of strings, and then nothing checked it.)
+#[tokio::test]
+async fn tokens_with_critical_header_extensions_are_refused() {
+    let h = Harness::start(TEST_ROUTES).await;
+    let mut typed = Header::new(Algorithm::RS256);
+    typed.kid = Some("demo".into());
+    typed.crit = Some(vec!["exp".into()]);
+    let claims = scopegate::mint::with_demo_defaults(json!({"scope": "read_orders"}), 600).unwrap();
+    let pem = std::fs::read(&h.material.signing_key).unwrap();
+    let typed =
+        jsonwebtoken::encode(&typed, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap();
+    let mut refused = vec![("typed crit", typed)];
+    for header in [
+        r#"{"alg":"RS256","kid":"demo","crit":["exp"]}"#,
+        r#"{"alg":"RS256","kid":"demo","crit":["b64"],"b64":false}"#,
+        r#"{"alg":"RS256","kid":"demo","crit":[]}"#,
+        r#"{"alg":"RS256","kid":"demo","crit":null}"#,
+        r#"{"alg":"RS256","kid":"demo","crit":"exp"}"#,
+        r#"{"alg":"RS256","kid":"demo","crit":5}"#,
+        r#"{"alg":"RS256","kid":"demo","crit":[1]}"#,
+        r#"{"alg":"RS256","kid":"demo","crit":{"exp":true}}"#,
+        r#"{"alg":"RS256","kid":"demo","cr\u0069t":["x"]}"#,
+        r#"{"crit":["x"],"alg":"RS256","kid":"demo","crit":["y"]}"#,
+    ] {
+        refused.push((header, signed_with_header(&h, header)));
+    }
+    for (what, token) in &refused {
+        let reply = h.get("/shop/orders", Some(token)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what}");
+        assert!(
+            reply.header("www-authenticate").contains("invalid_token"),
+            "{what}"
+        );
+        assert_eq!(
+            reply.json()["type"],
+            "urn:scopegate:problem:token_crit_unsupported",
+            "{what}"
+        );
+    }
+    assert_eq!(h.upstream.count(), 0);
+    // Other members, whatever they hold, and the same claims without `crit`, pass.
+    for header in [
+        r#"{"alg":"RS256","kid":"demo"}"#,
+        r#"{"alg":"RS256","kid":"demo","typ":"crit"}"#,
+        r#"{"alg":"RS256","kid":"demo","x-crit":["exp"]}"#,
+    ] {
+        let token = signed_with_header(&h, header);
+        assert_eq!(
+            h.get("/shop/orders", Some(&token)).await.status,
+            StatusCode::OK,
+            "{header}"
+        );
+    }
+    assert_eq!(h.upstream.count(), 3);
+    let metrics = h.metrics().await;
+    let want = format!(
+        "scopegate_token_verifications_total{{result=\"token_crit_unsupported\"}} {}",
+        refused.len()
+    );
+    assert!(metrics.contains(&want), "{metrics}");
+}

@@ -167,3 +167,95 @@ async fn companion_tokens_must_be_valid_of_their_kind_and_of_the_same_store() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(h.upstream.count(), 1);
 }
+
+/// The store binding fails closed: a bearer token and a companion that both lack `store_id`
+/// (or either one) are bound to no store, so they do not match (before, `None == None` let such
+/// a pair through). The companion is refused as `token_companion_store_mismatch` (401).
+/// Over a socket, with the upstream's log as the assertion, for both companion kinds.
+#[tokio::test]
+async fn companions_without_a_store_fail_closed() {
+    let h = Harness::start(PRESET).await;
+    let cases = [
+        ("x-moltin-customer-token", "customer", "/v2/customers"),
+        (
+            "ep-account-management-authentication-token",
+            "account_management",
+            "/v2/accounts",
+        ),
+    ];
+    for (header, kind, path) in cases {
+        let with = |store: Option<&str>, kind: &str| {
+            let mut claims = json!({"token_type": kind});
+            if let Some(store) = store {
+                claims["store_id"] = store.into();
+            }
+            h.token(claims)
+        };
+        let pairs = [
+            (None, None),
+            (Some("store-1"), None),
+            (None, Some("store-1")),
+        ];
+        for (bearer, companion) in pairs {
+            let before = h.upstream.count();
+            let reply = h
+                .request("GET", path)
+                .token(&with(bearer, "implicit"))
+                .header(header, &with(companion, kind))
+                .send()
+                .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::UNAUTHORIZED,
+                "{kind} {bearer:?} {companion:?}"
+            );
+            assert_eq!(
+                reply.json()["type"],
+                "urn:scopegate:problem:token_companion_store_mismatch",
+                "{kind} {bearer:?} {companion:?}"
+            );
+            assert_eq!(
+                h.upstream.count(),
+                before,
+                "{kind} {bearer:?} {companion:?} forwarded"
+            );
+        }
+        // The same store on both: forwarded.
+        let reply = h
+            .request("GET", path)
+            .token(&with(Some("store-1"), "implicit"))
+            .header(header, &with(Some("store-1"), kind))
+            .send()
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{kind}");
+    }
+    assert_eq!(h.upstream.count(), 2);
+}
+
+/// The same in-process, through the decision alone.
+#[tokio::test]
+async fn the_decision_binds_companions_to_a_store_that_is_named() {
+    let policy = common::Policy::new(PRESET).build();
+    let bare = policy.token(json!({"token_type": "implicit"}));
+    let customer = policy.token(json!({"token_type": "customer"}));
+    let verdict = policy
+        .request("GET", "/v2/customers")
+        .token(&bare)
+        .header("x-moltin-customer-token", &customer)
+        .verdict()
+        .await;
+    assert_eq!(
+        (verdict.status, verdict.outcome, verdict.reason),
+        (401, "invalid_token", "token_companion_store_mismatch"),
+        "{verdict:?}"
+    );
+    let bound = policy.token(json!({"token_type": "implicit", "store_id": "s"}));
+    let customer = policy.token(json!({"token_type": "customer", "store_id": "s"}));
+    let verdict = policy
+        .request("GET", "/v2/customers")
+        .token(&bound)
+        .header("x-moltin-customer-token", &customer)
+        .verdict()
+        .await;
+    assert_eq!(verdict.status, 200, "{verdict:?}");
+}

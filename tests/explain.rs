@@ -63,8 +63,10 @@ async fn explain_shows_route_needs_holdings_and_decision_without_forwarding() {
         "{out}"
     );
 
-    let implicit = h.token(json!({"token_type": "implicit"}));
-    let customer = h.token(json!({"token_type": "customer"}));
+    // Both name the same store: a companion is bound to its bearer token's store, and two
+    // tokens without one are bound to nothing (see `elastic_path_conformance.rs`).
+    let implicit = h.token(json!({"token_type": "implicit", "store_id": "store-1"}));
+    let customer = h.token(json!({"token_type": "customer", "store_id": "store-1"}));
     let header = format!("X-Moltin-Customer-Token: {customer}");
     let (code, out) = tokio::task::block_in_place(|| {
         explain(

@@ -73,6 +73,16 @@ impl JwtVerifier {
         token: &str,
         now: u64,
     ) -> Result<Identity, TokenError> {
+        // Before the header is read: `decode_header` reads `crit` only when it is an array of
+        // strings, and a `null` one as none.
+        if token
+            .split('.')
+            .next()
+            .and_then(b64)
+            .is_some_and(|h| names_crit(&h))
+        {
+            return Err(TokenError::CritUnsupported);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::Json(_) if header_alg_is_none(token) => TokenError::UnsupportedAlgorithm,
             _ => TokenError::Malformed,
@@ -179,6 +189,50 @@ fn b64(part: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(part)
         .ok()
+}
+
+/// True when the header JSON is an object with a member named `crit` (escaped or not, once or
+/// more, whatever its value). RFC 7515 4.1.11: a verifier must understand every extension
+/// `crit` lists, and scopegate implements none, so a header that has one at all is refused.
+/// Other members are skipped unread; a header that is not a JSON object is left to
+/// `decode_header`.
+fn names_crit(header: &[u8]) -> bool {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    /// An object key: whether it is `crit`.
+    struct IsCrit(bool);
+    impl<'de> Deserialize<'de> for IsCrit {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<IsCrit, D::Error> {
+            struct Key;
+            impl Visitor<'_> for Key {
+                type Value = IsCrit;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a member name")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<IsCrit, E> {
+                    Ok(IsCrit(v == "crit"))
+                }
+            }
+            d.deserialize_str(Key)
+        }
+    }
+    struct Members;
+    impl<'de> Visitor<'de> for Members {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut crit = false;
+            while let Some(IsCrit(is)) = map.next_key()? {
+                crit |= is;
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(crit)
+        }
+    }
+    serde_json::Deserializer::from_slice(header)
+        .deserialize_map(Members)
+        .unwrap_or(false)
 }
 
 /// `{"alg":"none"}` fails to parse as a header; tell it apart from garbage for the log.

@@ -54,6 +54,10 @@ pub enum TokenError {
     CompanionStoreMismatch,
     #[error("token holds scopes that cannot be combined")]
     IncompatibleScopes,
+    /// RFC 7515 4.1.11: the header names extensions the verifier must understand (`crit`),
+    /// and scopegate implements none.
+    #[error("token header has critical extensions that are not supported")]
+    CritUnsupported,
 }
 
 impl TokenError {
@@ -76,6 +80,7 @@ impl TokenError {
             TokenError::WrongCompanionKind => "token_wrong_companion_kind",
             TokenError::CompanionStoreMismatch => "token_companion_store_mismatch",
             TokenError::IncompatibleScopes => "token_incompatible_scopes",
+            TokenError::CritUnsupported => "token_crit_unsupported",
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod explain;
 pub mod rules;
+mod target;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::refusal::Refusal;
 use crate::routes::{Companion, DoubleEncoding, Matched, Requirement, Route, RouteTable, Rule};
 pub use explain::Explanation;
 pub use rules::{Companions, apply_gates, check_token, companion_problem, permits};
+use target::{check_authority, check_query};
 
 /// What the decision reads of a request: no body, no connection.
 #[derive(Debug, Clone, Copy)]
@@ -328,40 +330,5 @@ fn denied<'t, 'p>(
         identity,
         path: Some(path),
         refusal,
-    }
-}
-
-/// RFC 6750 2.3 puts tokens in the query (`access_token=`); scopegate refuses that form, which
-/// leaks tokens into URLs and logs, rather than forward a credential it did not judge.
-fn check_query(request: &RequestHead<'_>) -> Result<(), Refusal> {
-    let Some(query) = request.uri.query() else {
-        return Ok(());
-    };
-    let carries_token = query.split('&').any(|pair| {
-        let name = pair.split('=').next().unwrap_or("");
-        name.eq_ignore_ascii_case("access_token") || name.eq_ignore_ascii_case("access%5Ftoken")
-    });
-    if carries_token {
-        Err(Refusal::Ambiguous("token_in_query"))
-    } else {
-        Ok(())
-    }
-}
-
-/// An absolute-form target (HTTP/1.1) or `:authority` (HTTP/2) must agree with `Host`.
-fn check_authority(request: &RequestHead<'_>) -> Result<(), Refusal> {
-    let Some(authority) = request.uri.authority() else {
-        return Ok(());
-    };
-    match request.headers.get(header::HOST) {
-        Some(host)
-            if !host
-                .as_bytes()
-                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
-        {
-            Err(Refusal::Ambiguous("host_mismatch"))
-        }
-        _ if request.method == Method::CONNECT => Err(Refusal::Ambiguous("connect_method")),
-        _ => Ok(()),
     }
 }

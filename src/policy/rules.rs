@@ -99,7 +99,7 @@ pub fn companion_problem(
         .filter(|k| requirement.grants.iter().any(|g| g.companion == Some(*k)))
         .find_map(|k| match &companions[k.index()] {
             Some(Err(e)) => Some(*e),
-            Some(Ok(c)) if c.tenant != identity.tenant => Some(TokenError::CompanionStoreMismatch),
+            Some(Ok(c)) if !same_store(c, identity) => Some(TokenError::CompanionStoreMismatch),
             _ => None,
         })
 }
@@ -123,8 +123,14 @@ fn grant_holds(
         && (grant.roles.is_empty() || identity.roles.iter().any(|r| grant.roles.contains(r)))
         && grant.companion.is_none_or(|kind| {
             // The companion must be valid and belong to the bearer token's store.
-            matches!(&companions[kind.index()], Some(Ok(c)) if c.tenant == identity.tenant)
+            matches!(&companions[kind.index()], Some(Ok(c)) if same_store(c, identity))
         })
+}
+
+/// The companion and the bearer token name the same store. Both must name one: two tokens
+/// without `store_id` are not bound to anything, so they do not match (fail closed).
+fn same_store(companion: &Identity, bearer: &Identity) -> bool {
+    matches!((&companion.tenant, &bearer.tenant), (Some(c), Some(b)) if c == b)
 }
 
 #[cfg(test)]

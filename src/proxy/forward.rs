@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::request::Parts;
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body_util::Either;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 
 use super::{Ctx, Ending, Gateway, ProxyBody};
 use crate::body::{self, Relayed};
 use crate::credentials::Identity;
 use crate::forwarding::{ForwardContext, prepare_request_headers, remove_hop_by_hop};
 use crate::hygiene::content_length;
+use crate::params;
 use crate::refusal::Refusal;
 use crate::routes::Route;
 use crate::telemetry::names::{STATUS_CLIENT_CLOSED, decision, reason};
@@ -51,7 +52,17 @@ impl Gateway {
     ) -> Response<ProxyBody> {
         let route = permit.route;
         let identity = permit.identity.as_deref();
-        let request = match self.prepare(cx, &permit, target, parts, body).await {
+        // Should the client reset its stream while the body is read, hyper drops this future
+        // (at the first await after the reset): recorded by the guard, never forwarded.
+        let mut preparing = Abandoned {
+            gateway: self,
+            cx,
+            permit: &permit,
+            armed: true,
+        };
+        let prepared = self.prepare(cx, &permit, target, parts, body).await;
+        preparing.armed = false;
+        let request = match prepared {
             Ok(request) => request,
             Err(refusal) => return self.refuse(cx, Some(route), identity, refusal),
         };
@@ -109,8 +120,9 @@ impl Gateway {
             },
         );
         parts.uri = target;
-        parts.version = http::Version::HTTP_11;
+        let version = std::mem::replace(&mut parts.version, Version::HTTP_11);
         let settings = &self.settings;
+        let sent_body = !body.is_end_stream();
         let body = body::read_ahead(
             body,
             settings.read_ahead,
@@ -119,6 +131,13 @@ impl Gateway {
         )
         .await
         .map_err(|e| Refusal::from(e.fault()))?;
+        judge_body(&parts.method, version, &parts.headers, &body)?;
+        if sent_body && version == Version::HTTP_2 {
+            // hyper ends an HTTP/2 body reset with NO_ERROR as if it were complete, and checks
+            // for a reset only when this future waits: wait once before the request is handed
+            // to a pooled connection, so that a reset stream is dropped here, not forwarded.
+            tokio::task::yield_now().await;
+        }
         Ok(Request::from_parts(parts, body))
     }
 
@@ -153,6 +172,84 @@ impl Gateway {
             cx.decided,
         );
         response.map(Either::Left)
+    }
+}
+
+/// What a request body may not be, judged once it is read ahead (the decision reads only the
+/// head). Bodiless requests, the common case, cost a pointer check.
+///
+/// - GET and HEAD carry no body: one is refused, never forwarded emptied or intact (an
+///   upstream that ignores it would read its bytes as the next request).
+/// - A form body (`application/x-www-form-urlencoded`, or a POST without `Content-Type`, which
+///   Rack reads as a form) is checked for an `access_token` (RFC 6750 2.2) as the query is; one
+///   too large to read whole, or content-encoded, cannot be checked and is refused.
+/// - An HTTP/2 body past the read-ahead bound must declare its length (see
+///   [`Refusal::LengthRequired`]).
+fn judge_body(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+    body: &UpstreamBody,
+) -> Result<(), Refusal> {
+    let streaming = body.is_streaming();
+    let data = body.complete_data();
+    if data.is_none() && !streaming {
+        return Ok(());
+    }
+    if *method == Method::GET || *method == Method::HEAD {
+        return Err(Refusal::Malformed("body_on_get_or_head"));
+    }
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter().peekable();
+    let form = match types.peek() {
+        None => *method == Method::POST,
+        Some(_) => types.any(|t| params::is_form_urlencoded(t.as_bytes())),
+    };
+    if form {
+        let encoded = headers
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .any(|e| !e.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+        match data {
+            None => return Err(Refusal::FormTooLarge),
+            Some(_) if encoded => return Err(Refusal::Ambiguous("form_body_encoded")),
+            Some(data) if params::carries_access_token(data) => {
+                return Err(Refusal::Ambiguous("token_in_body"));
+            }
+            Some(_) => {}
+        }
+    }
+    if streaming && version == Version::HTTP_2 && content_length(headers).is_none() {
+        return Err(Refusal::LengthRequired);
+    }
+    Ok(())
+}
+
+/// A request dropped while it was prepared: by hyper, when the client reset its HTTP/2 stream
+/// before its body was in (or the connection went). Never forwarded; recorded with status 499
+/// and reason `request_body_reset`.
+struct Abandoned<'a> {
+    gateway: &'a Gateway,
+    cx: &'a Ctx<'a>,
+    permit: &'a Permit<'a>,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let ending = Ending {
+                status: STATUS_CLIENT_CLOSED,
+                decision: decision::BAD_REQUEST,
+                reason: reason::REQUEST_BODY_RESET,
+            };
+            self.gateway.record(
+                self.cx,
+                Some(self.permit.route),
+                self.permit.identity.as_deref(),
+                ending,
+                self.cx.decided,
+            );
+        }
     }
 }
 

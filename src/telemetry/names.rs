@@ -39,6 +39,9 @@ pub mod reason {
     pub const PERMITTED: &str = "permitted";
     /// A forwarded request whose client went away before the upstream answered (status 499).
     pub const CLIENT_CLOSED: &str = "client_closed";
+    /// A permitted request whose client reset its HTTP/2 stream (or whose connection went)
+    /// before its body was in: never forwarded (status 499, decision `bad_request`).
+    pub const REQUEST_BODY_RESET: &str = "request_body_reset";
     /// A CORS preflight answered.
     pub const CORS_PREFLIGHT: &str = "cors_preflight";
     /// `scopegate_upstream_errors_total{kind}`: a streamed response body that broke.

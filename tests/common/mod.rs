@@ -36,6 +36,9 @@ pub struct Seen {
     pub path: String,
     pub query: Option<String>,
     pub headers: HeaderMap,
+    /// The body, once read: the bytes when it ended cleanly, else the error. `None` while it
+    /// is still being read (the request is recorded as soon as its head is in).
+    pub body: Option<Result<Bytes, String>>,
 }
 
 /// How the test upstream behaves.
@@ -68,12 +71,17 @@ impl Upstream {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let record = record.clone();
                         async move {
-                            record.lock().unwrap().push(Seen {
-                                method: req.method().to_string(),
-                                path: req.uri().path().to_owned(),
-                                query: req.uri().query().map(str::to_owned),
-                                headers: req.headers().clone(),
-                            });
+                            let index = {
+                                let mut seen = record.lock().unwrap();
+                                seen.push(Seen {
+                                    method: req.method().to_string(),
+                                    path: req.uri().path().to_owned(),
+                                    query: req.uri().query().map(str::to_owned),
+                                    headers: req.headers().clone(),
+                                    body: None,
+                                });
+                                seen.len() - 1
+                            };
                             match behaviour {
                                 Behaviour::Answer => {}
                                 Behaviour::Slow => {
@@ -83,7 +91,13 @@ impl Upstream {
                                     tokio::time::sleep(Duration::from_secs(30)).await
                                 }
                             }
-                            let _ = req.into_body().collect().await;
+                            let body = match req.into_body().collect().await {
+                                Ok(collected) => Ok(collected.to_bytes()),
+                                Err(e) => Err(e.to_string()),
+                            };
+                            if let Some(seen) = record.lock().unwrap().get_mut(index) {
+                                seen.body = Some(body);
+                            }
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
                                 b"{\"upstream\":true}",
                             ))))

@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         // Arbitrary header and claims JSON, correctly HMAC-signed: accepted only when the
-        // header names our key's algorithm and every claim check holds.
+        // header names our key's algorithm, has no `crit`, and every claim check holds.
         _ => {
             let split = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
             let (head, claims) = (&rest[..split], rest.get(split + 1..).unwrap_or(&[]));
@@ -95,6 +95,12 @@ fuzz_target!(|data: &[u8]| {
             let (Some(head), Some(claims)) = (json(head), json(claims)) else {
                 return;
             };
+            // RFC 7515 4.1.11: scopegate implements no extension, so a header naming any in
+            // `crit` (or holding `crit` at all, of whatever type) is never accepted.
+            assert!(
+                head.get("crit").is_none(),
+                "accepted a header with crit: {head}"
+            );
             assert_eq!(head["alg"], "HS256", "accepted under another algorithm");
             assert!(
                 head.get("kid").is_none_or(|k| k == "h"),
