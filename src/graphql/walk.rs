@@ -1,0 +1,361 @@
+//! The walk: the spec's CollectFields per concrete object type (fragments flattened, directives
+//! ignored so `@skip`/`@include` count as included), each field checked against the schema
+//! and given its need. A field returning an interface or union is walked once per concrete type
+//! it can reach: those its selection narrows to, or (`node`/`nodes`) those its GIDs name.
+
+use std::collections::HashMap;
+
+use cynic_parser::Value as Literal;
+use cynic_parser::executable::{FieldSelection, Iter, Selection};
+use serde_json::Value;
+
+pub(super) use super::survey::Survey;
+
+use super::requirements::{Need, Requirements};
+use super::schema::{Field, Schema, TypeKind};
+use super::{GraphqlError, Limits, OperationKind, over};
+
+type Coordinate = (u32, u32);
+
+pub(super) struct Walker<'s, 'a> {
+    schema: &'s Schema,
+    req: &'s Requirements,
+    survey: &'s Survey<'a>,
+    variables: Option<&'s Value>,
+    limits: &'s Limits,
+    kind: OperationKind,
+    spreads: usize,
+    selections: usize,
+    index: HashMap<Coordinate, usize, foldhash::fast::FixedState>,
+    found: Vec<(Coordinate, Need)>,
+    introspection: bool,
+    gid_variables: Vec<String>,
+}
+
+/// A concrete object type a field reaches, with the fields selected on it.
+type Reached<'a> = Vec<(u32, Vec<FieldSelection<'a>>)>;
+
+impl<'s, 'a> Walker<'s, 'a> {
+    pub fn new(
+        schema: &'s Schema,
+        req: &'s Requirements,
+        survey: &'s Survey<'a>,
+        variables: Option<&'s Value>,
+        limits: &'s Limits,
+        kind: OperationKind,
+    ) -> Self {
+        Walker {
+            schema,
+            req,
+            survey,
+            variables,
+            limits,
+            kind,
+            spreads: 0,
+            selections: 0,
+            index: HashMap::default(),
+            found: Vec::new(),
+            introspection: false,
+            gid_variables: Vec::new(),
+        }
+    }
+
+    pub fn operation(
+        &mut self,
+        root: u32,
+        set: Iter<'a, Selection<'a>>,
+    ) -> Result<(), GraphqlError> {
+        let mut fields = Vec::new();
+        self.collect(root, set, &mut fields)?;
+        over("max_root_fields", fields.len(), self.limits.max_root_fields)?;
+        for f in fields {
+            self.field(root, f, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Sorted coordinates, their union, introspection, GID variables.
+    pub fn finish(self) -> (Vec<(String, Need)>, Need, bool, Vec<String>) {
+        let schema = self.schema;
+        let mut total = Need::default();
+        let mut out: Vec<(String, Need)> = self
+            .found
+            .into_iter()
+            .map(|((t, f), need)| {
+                total.add(&need);
+                let def = schema.def(t);
+                (
+                    format!("{}.{}", def.name, def.fields[f as usize].name),
+                    need,
+                )
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut gid_variables = self.gid_variables;
+        gid_variables.sort_unstable();
+        gid_variables.dedup();
+        (out, total, self.introspection, gid_variables)
+    }
+
+    /// CollectFields for one concrete object type.
+    fn collect(
+        &mut self,
+        object: u32,
+        set: Iter<'a, Selection<'a>>,
+        out: &mut Vec<FieldSelection<'a>>,
+    ) -> Result<(), GraphqlError> {
+        for sel in set {
+            match sel {
+                Selection::Field(f) => out.push(f),
+                Selection::InlineFragment(i) => {
+                    if self.applies(object, i.type_condition())? {
+                        self.collect(object, i.selection_set(), out)?;
+                    }
+                }
+                Selection::FragmentSpread(s) => {
+                    self.spreads += 1;
+                    over(
+                        "max_fragment_spreads",
+                        self.spreads,
+                        self.limits.max_fragment_spreads,
+                    )?;
+                    let fragment = self.survey.fragments[s.fragment_name()];
+                    if self.applies(object, Some(fragment.type_condition()))? {
+                        self.collect(object, fragment.selection_set(), out)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn applies(&self, object: u32, condition: Option<&str>) -> Result<bool, GraphqlError> {
+        let Some(name) = condition else {
+            return Ok(true);
+        };
+        let ty = self
+            .schema
+            .type_id(name)
+            .filter(|t| self.schema.def(*t).kind.is_composite());
+        let Some(ty) = ty else {
+            return Err(unknown("type", name.to_owned()));
+        };
+        Ok(self.schema.def(ty).possible.binary_search(&object).is_ok())
+    }
+
+    fn field(
+        &mut self,
+        parent: u32,
+        sel: FieldSelection<'a>,
+        depth: usize,
+    ) -> Result<(), GraphqlError> {
+        self.selections += 1;
+        over(
+            "max_selections",
+            self.selections,
+            self.limits.max_selections,
+        )?;
+        over("max_depth", depth, self.limits.max_depth)?;
+        let schema = self.schema;
+        let name = sel.name();
+        if name == "__typename" {
+            return Ok(());
+        }
+        if depth == 1 && self.kind == OperationKind::Query && matches!(name, "__schema" | "__type")
+        {
+            self.introspection = true;
+            return Ok(());
+        }
+        let def = schema.def(parent);
+        let Some(&fi) = def.field_index.get(name) else {
+            return Err(unknown("field", format!("{}.{name}", def.name)));
+        };
+        let field = &def.fields[fi as usize];
+        if let Some(arg) = sel
+            .arguments()
+            .find(|a| !field.args.iter().any(|n| **n == *a.name()))
+        {
+            return Err(unknown(
+                "argument",
+                format!("{}.{name}({}:)", def.name, arg.name()),
+            ));
+        }
+        let reached = self.reach(field, &sel)?;
+        let mut need = self.own_need(parent, fi, field.ty, &reached, depth == 1);
+        if let Some(rule) = self.req.type_rule(parent) {
+            need.add_rule(rule);
+        }
+        self.record((parent, fi), need);
+        for (object, fields) in reached {
+            for f in fields {
+                self.field(object, f, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The concrete types a composite field reaches: itself for an object; for an interface or
+    /// union the types its GIDs name, else those with a field selected on them.
+    fn reach(
+        &mut self,
+        field: &Field,
+        sel: &FieldSelection<'a>,
+    ) -> Result<Reached<'a>, GraphqlError> {
+        let target = self.schema.def(field.ty);
+        let mut out = Vec::new();
+        match target.kind {
+            TypeKind::Object => {
+                let mut fields = Vec::new();
+                self.collect(field.ty, sel.selection_set(), &mut fields)?;
+                out.push((field.ty, fields));
+            }
+            TypeKind::Interface | TypeKind::Union => {
+                let named = self.gid_types(field.ty, sel)?;
+                let candidates = named.as_deref().unwrap_or(&target.possible).to_vec();
+                for object in candidates {
+                    let mut fields = Vec::new();
+                    self.collect(object, sel.selection_set(), &mut fields)?;
+                    if named.is_some() || fields.iter().any(|f| f.name() != "__typename") {
+                        out.push((object, fields));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// A field's own requirement, without its parent's type rule. A root field: its coordinate
+    /// entry, or (query root) the rule of what it returns; none of these: underivable.
+    fn own_need(
+        &self,
+        parent: u32,
+        fi: u32,
+        target: u32,
+        reached: &Reached<'a>,
+        root: bool,
+    ) -> Need {
+        let mut need = Need::default();
+        if let Some(rule) = self.req.field_rule(parent, fi) {
+            need.add_rule(rule);
+            return need;
+        }
+        let kind = self.schema.def(target).kind;
+        if root && (self.kind != OperationKind::Query || !kind.is_composite()) {
+            need.underivable = true;
+            return need;
+        }
+        if kind == TypeKind::Object {
+            match self.req.type_rule(target) {
+                Some(rule) => need.add_rule(rule),
+                None => need.underivable = root,
+            }
+            return need;
+        }
+        for (object, _) in reached {
+            match self.req.type_rule(*object) {
+                Some(rule) => need.add_rule(rule),
+                None => need.underivable |= root,
+            }
+        }
+        need.underivable |= root && reached.is_empty();
+        need
+    }
+
+    fn record(&mut self, at: Coordinate, need: Need) {
+        match self.index.get(&at) {
+            Some(&i) => self.found[i].1.add(&need),
+            None => {
+                self.index.insert(at, self.found.len());
+                self.found.push((at, need));
+            }
+        }
+    }
+
+    /// For a field returning an interface or union: the object types named by the GIDs of its
+    /// `id`/`ids` argument (literal or variable), or `None` when any of them is not a GID.
+    fn gid_types(
+        &mut self,
+        target: u32,
+        sel: &FieldSelection<'a>,
+    ) -> Result<Option<Vec<u32>>, GraphqlError> {
+        let Some(arg) = sel.arguments().find(|a| matches!(a.name(), "id" | "ids")) else {
+            return Ok(None);
+        };
+        let mut gids: Vec<&str> = Vec::new();
+        let complete = match arg.value() {
+            Literal::Variable(v) => {
+                let name = v.name();
+                self.gid_variables.push(name.to_owned());
+                let value = self.variables.and_then(|vars| vars.get(name));
+                json_strings(value, &mut gids)
+            }
+            value => literal_strings(&value, &mut gids),
+        };
+        if !complete || gids.is_empty() {
+            return Ok(None);
+        }
+        let mut types = Vec::with_capacity(gids.len());
+        for gid in gids {
+            let Some(type_name) = gid_type(gid) else {
+                return Ok(None);
+            };
+            let possible = &self.schema.def(target).possible;
+            match self
+                .schema
+                .type_id(type_name)
+                .filter(|t| possible.binary_search(t).is_ok())
+            {
+                Some(t) => types.push(t),
+                None => {
+                    let message = format!(
+                        "GID {gid} names {type_name}, which {} cannot be",
+                        self.schema.name(target)
+                    );
+                    return Err(GraphqlError::Invalid(message));
+                }
+            }
+        }
+        types.sort_unstable();
+        types.dedup();
+        Ok(Some(types))
+    }
+}
+
+fn literal_strings<'a>(value: &Literal<'a>, out: &mut Vec<&'a str>) -> bool {
+    if let Some(s) = value.as_str() {
+        out.push(s);
+        return true;
+    }
+    match value.as_items() {
+        Some(items) => items
+            .into_iter()
+            .all(|v| v.as_str().map(|s| out.push(s)).is_some()),
+        None => false,
+    }
+}
+
+fn json_strings<'v>(value: Option<&'v Value>, out: &mut Vec<&'v str>) -> bool {
+    match value {
+        Some(Value::String(s)) => {
+            out.push(s);
+            true
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .all(|v| v.as_str().map(|s| out.push(s)).is_some()),
+        _ => false,
+    }
+}
+
+/// `gid://shopify/Product/1` -> `Product`.
+pub(super) fn gid_type(gid: &str) -> Option<&str> {
+    let rest = gid.strip_prefix("gid://")?;
+    let mut parts = rest.splitn(3, '/');
+    let (_app, ty, id) = (parts.next()?, parts.next()?, parts.next()?);
+    (!ty.is_empty() && !id.is_empty()).then_some(ty)
+}
+
+fn unknown(what: &'static str, name: String) -> GraphqlError {
+    GraphqlError::Unknown { what, name }
+}
