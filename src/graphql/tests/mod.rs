@@ -176,3 +176,20 @@ fn cache_stays_within_its_capacity() {
     }
     assert!(cache.len() <= 8, "{}", cache.len());
 }
+
+#[test]
+fn the_bench_query_is_valid_and_allowed_for_the_three_read_scopes() {
+    let f = admin();
+    let doc = include_str!("../../../tests/benches/graphql/admin-products-orders.graphql");
+    assert!(doc.len() > 1900, "{}", doc.len());
+    let a = f.run(doc, None, None).unwrap();
+    assert!(
+        f.refused(&a, &["read_products", "read_orders", "read_customers"])
+            .is_empty()
+    );
+    assert!(
+        f.refused(&a, &["read_products", "read_orders"])
+            .iter()
+            .any(|r| r.starts_with("Order.customer"))
+    );
+}
