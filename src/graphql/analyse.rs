@@ -4,6 +4,8 @@
 //! the spec's GetOperation defines it (never "the first one"), a survey of every definition
 //! (duplicate names, unknown spreads, fragment cycles, aliases), then the walk.
 
+use std::sync::Arc;
+
 use cynic_parser::ExecutableDocument;
 use cynic_parser::common::OperationType;
 use cynic_parser::executable::OperationDefinition;
@@ -51,7 +53,7 @@ pub struct Analysis {
     pub introspection: bool,
     /// Every selected `Type.field` (fields reached through an interface or union listed on each
     /// concrete type), sorted, each with the union of what its occurrences need.
-    pub coordinates: Vec<(String, Need)>,
+    pub coordinates: Vec<(Arc<str>, Need)>,
     /// The union of every coordinate's need: a held set meeting it is allowed at once.
     pub total: Need,
     /// Variables whose values decided a `node`/`nodes` GID type (part of the cache key).
@@ -66,13 +68,13 @@ impl Analysis {
         }
         self.coordinates
             .iter()
-            .filter_map(|(c, need)| need.missing(held).map(|m| (c.as_str(), m)))
+            .filter_map(|(c, need)| need.missing(held).map(|m| (&**c, m)))
             .collect()
     }
 
     pub fn need(&self, coordinate: &str) -> Option<&Need> {
         self.coordinates
-            .binary_search_by(|(c, _)| c.as_str().cmp(coordinate))
+            .binary_search_by(|(c, _)| (**c).cmp(coordinate))
             .ok()
             .map(|i| &self.coordinates[i].1)
     }

@@ -4,6 +4,7 @@
 //! with serde) through one [`Draft`], so both give the same [`Schema`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cynic_parser::type_system::{Definition, TypeDefinition};
@@ -12,6 +13,9 @@ use super::GraphqlError;
 use super::analyse::OperationKind;
 
 mod introspection;
+
+/// Name lookups: keys come from the schema (an operator's file), so a fixed hasher is safe.
+pub(crate) type Names = HashMap<Box<str>, u32, foldhash::fast::FixedState>;
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 const BUILTIN_SCALARS: [&str; 5] = ["Boolean", "Float", "ID", "Int", "String"];
@@ -41,6 +45,11 @@ pub(crate) struct Field {
     /// The named type it returns (list and non-null wrappers dropped), an index into `types`.
     pub ty: u32,
     pub args: Vec<Box<str>>,
+    /// `Type.field`, made once so an analysis lists it without formatting.
+    pub coordinate: Arc<str>,
+    /// Place of the name among its type's field names: with types sorted by name, sorting by
+    /// (type, rank) sorts coordinates as strings.
+    pub rank: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +57,7 @@ pub(crate) struct TypeDef {
     pub name: Box<str>,
     pub kind: TypeKind,
     pub fields: Vec<Field>,
-    pub field_index: HashMap<Box<str>, u32>,
+    pub field_index: Names,
     /// The concrete object types a value of this type can be (an object: itself), sorted.
     pub possible: Vec<u32>,
 }
@@ -58,7 +67,7 @@ pub(crate) struct TypeDef {
 pub struct Schema {
     generation: u64,
     pub(crate) types: Vec<TypeDef>,
-    index: HashMap<Box<str>, u32>,
+    index: Names,
     roots: [Option<u32>; 3],
 }
 
@@ -257,7 +266,7 @@ impl Draft {
             }
         }
         self.types.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut index = HashMap::new();
+        let mut index = Names::default();
         for (i, t) in self.types.iter().enumerate() {
             if index
                 .insert(t.name.clone().into_boxed_str(), i as u32)
@@ -281,16 +290,12 @@ impl Draft {
         })
     }
 
-    fn type_def(
-        &self,
-        t: &DraftType,
-        index: &HashMap<Box<str>, u32>,
-    ) -> Result<TypeDef, GraphqlError> {
+    fn type_def(&self, t: &DraftType, index: &Names) -> Result<TypeDef, GraphqlError> {
         let mut def = TypeDef {
             name: t.name.clone().into(),
             kind: t.kind,
             fields: Vec::with_capacity(t.fields.len()),
-            field_index: HashMap::with_capacity(t.fields.len()),
+            field_index: Names::with_capacity_and_hasher(t.fields.len(), Default::default()),
             possible: Vec::new(),
         };
         for (name, ty, args) in &t.fields {
@@ -308,16 +313,23 @@ impl Draft {
                 name: name.clone().into(),
                 ty: *ty,
                 args: args.iter().map(|a| a.clone().into()).collect(),
+                coordinate: format!("{}.{name}", t.name).into(),
+                rank: 0,
             });
+        }
+        let mut order: Vec<u32> = (0..def.fields.len() as u32).collect();
+        order.sort_by(|a, b| {
+            def.fields[*a as usize]
+                .name
+                .cmp(&def.fields[*b as usize].name)
+        });
+        for (rank, at) in order.into_iter().enumerate() {
+            def.fields[at as usize].rank = rank as u32;
         }
         Ok(def)
     }
 
-    fn possible_types(
-        &self,
-        types: &mut [TypeDef],
-        index: &HashMap<Box<str>, u32>,
-    ) -> Result<(), GraphqlError> {
+    fn possible_types(&self, types: &mut [TypeDef], index: &Names) -> Result<(), GraphqlError> {
         for (i, t) in self.types.iter().enumerate() {
             match t.kind {
                 TypeKind::Object => {
@@ -353,7 +365,7 @@ impl Draft {
         Ok(())
     }
 
-    fn roots(&self, index: &HashMap<Box<str>, u32>) -> Result<[Option<u32>; 3], GraphqlError> {
+    fn roots(&self, index: &Names) -> Result<[Option<u32>; 3], GraphqlError> {
         let defaults = ["Query", "Mutation", "Subscription"];
         let mut roots = [None; 3];
         for (slot, default) in defaults.iter().enumerate() {

@@ -10,7 +10,8 @@ use cynic_parser::executable::{ExecutableDefinition, FragmentDefinition, Iter, S
 use super::{GraphqlError, Limits, over};
 
 pub(super) struct Survey<'a> {
-    pub fragments: HashMap<&'a str, FragmentDefinition<'a>, foldhash::fast::FixedState>,
+    /// Keyed by the client's names: a per-process random seed keeps collisions unchosen.
+    pub fragments: HashMap<&'a str, FragmentDefinition<'a>, foldhash::fast::RandomState>,
 }
 
 impl<'a> Survey<'a> {

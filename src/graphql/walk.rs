@@ -4,6 +4,7 @@
 //! it can reach: those its selection narrows to, or (`node`/`nodes`) those its GIDs name.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cynic_parser::Value as Literal;
 use cynic_parser::executable::{FieldSelection, Iter, Selection};
@@ -16,6 +17,25 @@ use super::schema::{Field, Schema, TypeKind};
 use super::{GraphqlError, Limits, OperationKind, over};
 
 type Coordinate = (u32, u32);
+
+/// What a walk found: sorted coordinates with their needs, their union, whether introspection
+/// was selected, and the variables that decided GID types.
+pub(super) type Finished = (Vec<(Arc<str>, Need)>, Need, bool, Vec<String>);
+
+/// The concrete object types a composite field reaches.
+enum Reach {
+    One([u32; 1]),
+    Many(Vec<u32>),
+}
+
+impl Reach {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Reach::One(one) => one,
+            Reach::Many(many) => many,
+        }
+    }
+}
 
 pub(super) struct Walker<'s, 'a> {
     schema: &'s Schema,
@@ -30,10 +50,10 @@ pub(super) struct Walker<'s, 'a> {
     found: Vec<(Coordinate, Need)>,
     introspection: bool,
     gid_variables: Vec<String>,
+    /// Collected fields, used as a stack: each selection set pushes its fields, walks them
+    /// and truncates back (one allocation per analysis, not one per field).
+    stack: Vec<FieldSelection<'a>>,
 }
-
-/// A concrete object type a field reaches, with the fields selected on it.
-type Reached<'a> = Vec<(u32, Vec<FieldSelection<'a>>)>;
 
 impl<'s, 'a> Walker<'s, 'a> {
     pub fn new(
@@ -57,6 +77,7 @@ impl<'s, 'a> Walker<'s, 'a> {
             found: Vec::new(),
             introspection: false,
             gid_variables: Vec::new(),
+            stack: Vec::with_capacity(64),
         }
     }
 
@@ -65,32 +86,47 @@ impl<'s, 'a> Walker<'s, 'a> {
         root: u32,
         set: Iter<'a, Selection<'a>>,
     ) -> Result<(), GraphqlError> {
-        let mut fields = Vec::new();
-        self.collect(root, set, &mut fields)?;
-        over("max_root_fields", fields.len(), self.limits.max_root_fields)?;
-        for f in fields {
-            self.field(root, f, 1)?;
+        let start = self.stack.len();
+        self.collect(root, set)?;
+        over(
+            "max_root_fields",
+            self.stack.len() - start,
+            self.limits.max_root_fields,
+        )?;
+        self.walk_collected(root, start, 1)
+    }
+
+    /// Walks the fields collected from `start` on, then drops them from the stack.
+    fn walk_collected(
+        &mut self,
+        object: u32,
+        start: usize,
+        depth: usize,
+    ) -> Result<(), GraphqlError> {
+        let end = self.stack.len();
+        for i in start..end {
+            let f = self.stack[i];
+            self.field(object, f, depth)?;
         }
+        self.stack.truncate(start);
         Ok(())
     }
 
     /// Sorted coordinates, their union, introspection, GID variables.
-    pub fn finish(self) -> (Vec<(String, Need)>, Need, bool, Vec<String>) {
+    pub fn finish(self) -> Finished {
         let schema = self.schema;
         let mut total = Need::default();
-        let mut out: Vec<(String, Need)> = self
-            .found
+        let mut found = self.found;
+        let rank = |(t, f): Coordinate| (t, schema.def(t).fields[f as usize].rank);
+        found.sort_unstable_by_key(|(at, _)| rank(*at));
+        let out: Vec<(Arc<str>, Need)> = found
             .into_iter()
             .map(|((t, f), need)| {
                 total.add(&need);
-                let def = schema.def(t);
-                (
-                    format!("{}.{}", def.name, def.fields[f as usize].name),
-                    need,
-                )
+                let coordinate = Arc::clone(&schema.def(t).fields[f as usize].coordinate);
+                (coordinate, need)
             })
             .collect();
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut gid_variables = self.gid_variables;
         gid_variables.sort_unstable();
         gid_variables.dedup();
@@ -98,18 +134,13 @@ impl<'s, 'a> Walker<'s, 'a> {
     }
 
     /// CollectFields for one concrete object type.
-    fn collect(
-        &mut self,
-        object: u32,
-        set: Iter<'a, Selection<'a>>,
-        out: &mut Vec<FieldSelection<'a>>,
-    ) -> Result<(), GraphqlError> {
+    fn collect(&mut self, object: u32, set: Iter<'a, Selection<'a>>) -> Result<(), GraphqlError> {
         for sel in set {
             match sel {
-                Selection::Field(f) => out.push(f),
+                Selection::Field(f) => self.stack.push(f),
                 Selection::InlineFragment(i) => {
                     if self.applies(object, i.type_condition())? {
-                        self.collect(object, i.selection_set(), out)?;
+                        self.collect(object, i.selection_set())?;
                     }
                 }
                 Selection::FragmentSpread(s) => {
@@ -121,7 +152,7 @@ impl<'s, 'a> Walker<'s, 'a> {
                     )?;
                     let fragment = self.survey.fragments[s.fragment_name()];
                     if self.applies(object, Some(fragment.type_condition()))? {
-                        self.collect(object, fragment.selection_set(), out)?;
+                        self.collect(object, fragment.selection_set())?;
                     }
                 }
             }
@@ -181,60 +212,48 @@ impl<'s, 'a> Walker<'s, 'a> {
             ));
         }
         let reached = self.reach(field, &sel)?;
-        let mut need = self.own_need(parent, fi, field.ty, &reached, depth == 1);
+        let mut need = self.own_need(parent, fi, field.ty, reached.as_slice(), depth == 1);
         if let Some(rule) = self.req.type_rule(parent) {
             need.add_rule(rule);
         }
         self.record((parent, fi), need);
-        for (object, fields) in reached {
-            for f in fields {
-                self.field(object, f, depth + 1)?;
-            }
+        for &object in reached.as_slice() {
+            let start = self.stack.len();
+            self.collect(object, sel.selection_set())?;
+            self.walk_collected(object, start, depth + 1)?;
         }
         Ok(())
     }
 
     /// The concrete types a composite field reaches: itself for an object; for an interface or
     /// union the types its GIDs name, else those with a field selected on them.
-    fn reach(
-        &mut self,
-        field: &Field,
-        sel: &FieldSelection<'a>,
-    ) -> Result<Reached<'a>, GraphqlError> {
+    fn reach(&mut self, field: &Field, sel: &FieldSelection<'a>) -> Result<Reach, GraphqlError> {
         let target = self.schema.def(field.ty);
-        let mut out = Vec::new();
         match target.kind {
-            TypeKind::Object => {
-                let mut fields = Vec::new();
-                self.collect(field.ty, sel.selection_set(), &mut fields)?;
-                out.push((field.ty, fields));
-            }
+            TypeKind::Object => Ok(Reach::One([field.ty])),
             TypeKind::Interface | TypeKind::Union => {
-                let named = self.gid_types(field.ty, sel)?;
-                let candidates = named.as_deref().unwrap_or(&target.possible).to_vec();
-                for object in candidates {
-                    let mut fields = Vec::new();
-                    self.collect(object, sel.selection_set(), &mut fields)?;
-                    if named.is_some() || fields.iter().any(|f| f.name() != "__typename") {
-                        out.push((object, fields));
+                if let Some(named) = self.gid_types(field.ty, sel)? {
+                    return Ok(Reach::Many(named));
+                }
+                let mut out = Vec::new();
+                for &object in &target.possible {
+                    let start = self.stack.len();
+                    self.collect(object, sel.selection_set())?;
+                    let selects = self.stack[start..].iter().any(|f| f.name() != "__typename");
+                    self.stack.truncate(start);
+                    if selects {
+                        out.push(object);
                     }
                 }
+                Ok(Reach::Many(out))
             }
-            _ => {}
+            _ => Ok(Reach::Many(Vec::new())),
         }
-        Ok(out)
     }
 
     /// A field's own requirement, without its parent's type rule. A root field: its coordinate
     /// entry, or (query root) the rule of what it returns; none of these: underivable.
-    fn own_need(
-        &self,
-        parent: u32,
-        fi: u32,
-        target: u32,
-        reached: &Reached<'a>,
-        root: bool,
-    ) -> Need {
+    fn own_need(&self, parent: u32, fi: u32, target: u32, reached: &[u32], root: bool) -> Need {
         let mut need = Need::default();
         if let Some(rule) = self.req.field_rule(parent, fi) {
             need.add_rule(rule);
@@ -252,7 +271,7 @@ impl<'s, 'a> Walker<'s, 'a> {
             }
             return need;
         }
-        for (object, _) in reached {
+        for object in reached {
             match self.req.type_rule(*object) {
                 Some(rule) => need.add_rule(rule),
                 None => need.underivable |= root,
