@@ -118,7 +118,7 @@ pub fn analyse(
     let root = schema
         .root_id(kind)
         .ok_or(GraphqlError::NoRoot(kind.as_str()))?;
-    let mut walker = Walker::new(schema, requirements, &survey, variables, limits, kind);
+    let mut walker = Walker::new(schema, requirements, &survey, variables, limits, op);
     walker.operation(root, op.selection_set())?;
     let (coordinates, total, introspection, gid_variables) = walker.finish();
     Ok(Analysis {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cynic_parser::Value as Literal;
-use cynic_parser::executable::{FieldSelection, Iter, Selection};
+use cynic_parser::executable::{FieldSelection, Iter, OperationDefinition, Selection};
 use serde_json::Value;
 
 pub(super) use super::survey::Survey;
@@ -43,6 +43,7 @@ pub(super) struct Walker<'s, 'a> {
     survey: &'s Survey<'a>,
     variables: Option<&'s Value>,
     limits: &'s Limits,
+    op: OperationDefinition<'a>,
     kind: OperationKind,
     spreads: usize,
     selections: usize,
@@ -62,15 +63,16 @@ impl<'s, 'a> Walker<'s, 'a> {
         survey: &'s Survey<'a>,
         variables: Option<&'s Value>,
         limits: &'s Limits,
-        kind: OperationKind,
+        op: OperationDefinition<'a>,
     ) -> Self {
         Walker {
+            op,
+            kind: OperationKind::from(op.operation_type()),
             schema,
             req,
             survey,
             variables,
             limits,
-            kind,
             spreads: 0,
             selections: 0,
             index: HashMap::default(),
@@ -144,14 +146,11 @@ impl<'s, 'a> Walker<'s, 'a> {
                     }
                 }
                 Selection::FragmentSpread(s) => {
-                    self.spreads += 1;
-                    over(
-                        "max_fragment_spreads",
-                        self.spreads,
-                        self.limits.max_fragment_spreads,
-                    )?;
                     let fragment = self.survey.fragments[s.fragment_name()];
                     if self.applies(object, Some(fragment.type_condition()))? {
+                        self.spreads += 1;
+                        let max = self.limits.max_fragment_spreads;
+                        over("max_fragment_spreads", self.spreads, max)?;
                         self.collect(object, fragment.selection_set())?;
                     }
                 }
@@ -306,8 +305,10 @@ impl<'s, 'a> Walker<'s, 'a> {
             Literal::Variable(v) => {
                 let name = v.name();
                 self.gid_variables.push(name.to_owned());
-                let value = self.variables.and_then(|vars| vars.get(name));
-                json_strings(value, &mut gids)
+                match self.variables.and_then(|vars| vars.get(name)) {
+                    Some(value) => json_strings(Some(value), &mut gids),
+                    None => self.default_strings(name, &mut gids),
+                }
             }
             value => literal_strings(&value, &mut gids),
         };
@@ -338,6 +339,26 @@ impl<'s, 'a> Walker<'s, 'a> {
         types.sort_unstable();
         types.dedup();
         Ok(Some(types))
+    }
+}
+
+impl<'a> Walker<'_, 'a> {
+    /// The strings of variable `name`'s default value, when the request does not give it.
+    fn default_strings(&self, name: &str, out: &mut Vec<&'a str>) -> bool {
+        let definition = self.op.variable_definitions().find(|d| d.name() == name);
+        let Some(value) = definition.and_then(|d| d.default_value()) else {
+            return false;
+        };
+        if let Some(s) = value.as_str() {
+            out.push(s);
+            return true;
+        }
+        match value.as_items() {
+            Some(items) => items
+                .into_iter()
+                .all(|v| v.as_str().map(|s| out.push(s)).is_some()),
+            None => false,
+        }
     }
 }
 

@@ -150,6 +150,11 @@ fn node_and_nodes_are_judged_by_the_gid_type_in_literals_and_variables() {
             "QueryRoot.nodes: read_customers"
         ]
     );
+    let defaulted = "query($id: ID! = \"gid://shopify/Order/1\") { node(id: $id) { ... on Product { title } } }";
+    assert_eq!(
+        f.refused_for(defaulted, &["read_products"]),
+        ["QueryRoot.node: read_orders"]
+    );
     let bad = json!({"ids": ["gid://shopify/PageInfo/1"]});
     assert!(matches!(
         f.run(doc, None, Some(&bad)),
