@@ -66,7 +66,7 @@ fn visit<'a>(set: Iter<'a, Selection<'a>>, aliases: &mut usize, spreads: &mut Ve
 
 /// Depth-first over the spread graph with an explicit stack (no recursion to exhaust).
 fn find_cycle(graph: &[(&str, Vec<&str>)]) -> Result<(), GraphqlError> {
-    let index: HashMap<&str, usize> = graph
+    let index: HashMap<&str, usize, foldhash::fast::RandomState> = graph
         .iter()
         .enumerate()
         .map(|(i, (n, _))| (*n, i))

@@ -357,6 +357,10 @@ fn graphql(c: &mut Criterion) {
     g.bench_function("cold_admin_2kb", |b| {
         b.iter(|| black_box(analyse(&schema, &req, black_box(&doc), None, None, &limits).unwrap()))
     });
+    // The parser's share of the cold number.
+    g.bench_function("parse_only_admin_2kb", |b| {
+        b.iter(|| black_box(cynic_parser::parse_executable_document(black_box(&doc)).unwrap()))
+    });
     let cache = AnalysisCache::new(1024);
     g.bench_function("cached_admin_2kb", |b| {
         b.iter(|| {
