@@ -100,7 +100,9 @@ impl AnalysisCache {
             let vkey = self.value_key(key, &values);
             if let Some(hit) = self.map.get(&vkey).map(|e| Arc::clone(e.value()))
                 && same(&hit)
-                && hit.values == values
+                // Confirmed against the variables that analysis itself consulted (a GID deciding
+                // an outer type can change which inner variables are read).
+                && hit.values == values_of(&hit.analysis.gid_variables, variables)
             {
                 return Ok(Arc::clone(&hit.analysis));
             }

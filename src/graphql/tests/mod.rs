@@ -193,3 +193,26 @@ fn the_bench_query_is_valid_and_allowed_for_the_three_read_scopes() {
             .any(|r| r.starts_with("Order.customer"))
     );
 }
+
+#[test]
+fn cache_confirms_a_hit_by_the_variables_its_analysis_read() {
+    let f = admin();
+    let cache = AnalysisCache::new(16);
+    let l = Limits::default();
+    // $b is read only when $a names an order (whose customer is judged by $b's GID).
+    let doc = "query($a: ID!, $b: ID!, $c: ID!) { node(id: $a) { ... on Order { id } } n2: node(id: $b) { id } n3: node(id: $c) { id } }";
+    let run = |v: Value| {
+        cache
+            .analyse(&f.schema, &f.req, doc, None, Some(&v), &l)
+            .unwrap()
+    };
+    let p = "gid://shopify/Product/1";
+    let o = "gid://shopify/Order/1";
+    let first = run(json!({"a": p, "b": p, "c": p}));
+    assert!(f.refused(&first, &["read_products"]).is_empty());
+    let changed = run(json!({"a": p, "b": p, "c": o}));
+    assert!(
+        !f.refused(&changed, &["read_products"]).is_empty(),
+        "c names an order"
+    );
+}
