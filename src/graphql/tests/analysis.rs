@@ -160,6 +160,12 @@ fn node_and_nodes_are_judged_by_the_gid_type_in_literals_and_variables() {
         f.run(doc, None, Some(&bad)),
         Err(GraphqlError::Invalid(_))
     ));
+    // An escaped GID is either decoded (an order) or names no type (refused): never a product.
+    let escaped = "{ node(id: \"gid://shopify/Ord\\u0065r/1\") { ... on Product { id } } }";
+    assert!(
+        f.run(escaped, None, None)
+            .map_or(true, |a| !f.refused(&a, &["read_products"]).is_empty())
+    );
     let unknown = "{ node(id: \"gid://shopify/DiscountCode/1\") { id } }";
     assert!(matches!(
         f.run(unknown, None, None),
