@@ -20,6 +20,7 @@ pub mod cors;
 pub mod credentials;
 pub mod demo;
 pub mod forwarding;
+pub mod graphql;
 pub mod hygiene;
 pub mod listener;
 pub mod mint;

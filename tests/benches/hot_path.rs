@@ -321,8 +321,61 @@ fn cache_contention(c: &mut Criterion) {
     g.finish();
 }
 
+/// The GraphQL analysis of a realistic ~2 KB Admin query (three fragments, eight levels):
+/// cold (parse and walk every time) and repeated (the cache: a hash, a confirmed lookup and the
+/// held-scope test).
+fn graphql(c: &mut Criterion) {
+    use scopegate::graphql::{AnalysisCache, Limits, Requirements, RuleSpec, Schema, analyse};
+    use scopegate::scopes::Vocabulary;
+    let sdl = std::fs::read_to_string(repo("routes/graphql/shopify-admin.graphql")).unwrap();
+    let schema = Schema::from_sdl("shopify-admin.graphql", &sdl).unwrap();
+    let rule = |s: &str| RuleSpec::Text(s.to_owned());
+    let types = [
+        ("Product", "read_products"),
+        ("ProductVariant", "read_products"),
+        ("Collection", "read_products"),
+        ("Order", "read_orders"),
+        ("LineItem", "read_orders"),
+        ("Customer", "read_customers"),
+    ];
+    let mut types: std::collections::BTreeMap<_, _> = types
+        .iter()
+        .map(|(t, s)| ((*t).to_owned(), rule(s)))
+        .collect();
+    types.insert("Shop".to_owned(), RuleSpec::All(Vec::new()));
+    let mut vocab = Vocabulary::default();
+    let req = Requirements::compile(&schema, &mut vocab, &types, &Default::default()).unwrap();
+    vocab.close(&[]).unwrap();
+    let held = vocab.grant(["read_products", "read_orders", "read_customers"]);
+    let doc = std::fs::read_to_string(repo("tests/benches/graphql/admin-products-orders.graphql"))
+        .unwrap();
+    let limits = Limits::default();
+    let first = analyse(&schema, &req, &doc, None, None, &limits).unwrap();
+    assert!(first.missing(&held).is_empty());
+    let mut g = c.benchmark_group("graphql");
+    g.throughput(Throughput::Bytes(doc.len() as u64));
+    g.bench_function("cold_admin_2kb", |b| {
+        b.iter(|| black_box(analyse(&schema, &req, black_box(&doc), None, None, &limits).unwrap()))
+    });
+    // The parser's share of the cold number.
+    g.bench_function("parse_only_admin_2kb", |b| {
+        b.iter(|| black_box(cynic_parser::parse_executable_document(black_box(&doc)).unwrap()))
+    });
+    let cache = AnalysisCache::new(1024);
+    g.bench_function("cached_admin_2kb", |b| {
+        b.iter(|| {
+            let a = cache
+                .analyse(&schema, &req, black_box(&doc), None, None, &limits)
+                .unwrap();
+            black_box(a.missing(&held).is_empty())
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    graphql,
     normalisation,
     route_match,
     cached_decision,
