@@ -12,7 +12,7 @@ use super::equivalence::PathRules;
 use super::file::{PresetSettings, RouteFile, RouteSpec};
 use super::load::{RouteSource, load_paths};
 use super::patterns::{conflict, cross_preset_overlaps, patterns};
-use super::{Group, Preset, Route, RouteTable};
+use super::{Dispatch, Group, Preset, Route, RouteTable};
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -80,6 +80,7 @@ pub fn compile_paths(
 #[derive(Default)]
 struct Table {
     groups: Vec<Group>,
+    dispatch: Dispatch,
     /// (group, pattern key) -> the route inserted under it.
     keys: HashMap<(usize, String), usize>,
     routes: Vec<Route>,
@@ -120,6 +121,7 @@ impl Table {
             let index = self.routes.len();
             match self.groups[group].router.insert(key.as_str(), index as u32) {
                 Ok(()) => {
+                    self.dispatch.add(group as u16, &key);
                     self.keys.insert((group, key), index);
                     self.routes.push(r);
                 }
@@ -164,6 +166,7 @@ impl Table {
     fn finish(self) -> RouteTable {
         RouteTable {
             groups: self.groups.into(),
+            dispatch: self.dispatch,
             routes: self.routes.into(),
             presets: self.presets.into(),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),

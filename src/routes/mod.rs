@@ -45,10 +45,56 @@ pub fn method_index(method: &Method) -> Option<usize> {
 pub struct RouteTable {
     /// One router per distinct [`PathRules`] among the presets, keyed by that rule's keys.
     groups: Box<[Group]>,
+    /// Which groups can hold a path, by its first segment.
+    dispatch: Dispatch,
     routes: Box<[Route]>,
     presets: Box<[Preset]>,
     /// Distinguishes tables across reloads (for per-table memoisation on cached tokens).
     generation: u64,
+}
+
+/// Which groups can hold a path: most requests are one router lookup, whatever the number of
+/// groups (the presets' path prefixes are disjoint).
+#[derive(Debug, Default)]
+struct Dispatch {
+    /// Lower-cased first segment of the patterns of two or more segments that begin with a
+    /// literal one, and the groups with such a pattern (a handful: a scan beats a hash).
+    by_first: Vec<(Box<str>, Vec<u16>)>,
+    /// Groups with a pattern of one segment, or beginning with a parameter: always tried.
+    always: Vec<u16>,
+}
+
+impl Dispatch {
+    /// Notes that `group` holds a pattern with this key.
+    fn add(&mut self, group: u16, key: &str) {
+        let list = match key.strip_prefix('/').and_then(|k| k.split_once('/')) {
+            Some((first, _)) if !first.contains('{') => {
+                let first = first.to_ascii_lowercase();
+                match self.by_first.iter().position(|(f, _)| **f == *first) {
+                    Some(i) => &mut self.by_first[i].1,
+                    None => {
+                        self.by_first.push((first.into(), Vec::new()));
+                        &mut self.by_first.last_mut().expect("just pushed").1
+                    }
+                }
+            }
+            _ => &mut self.always,
+        };
+        if !list.contains(&group) {
+            list.push(group);
+        }
+    }
+
+    /// The groups listed for the first segment of `path` (of two or more segments), in any
+    /// case; `None` for a path of one segment.
+    fn listed(&self, path: &str) -> Option<&[u16]> {
+        let (first, _) = path.strip_prefix('/')?.split_once('/')?;
+        let found = self
+            .by_first
+            .iter()
+            .find(|(f, _)| f.len() == first.len() && f.eq_ignore_ascii_case(first));
+        Some(found.map_or(&[][..], |(_, groups)| groups.as_slice()))
+    }
 }
 
 /// The routes of the presets that share one [`PathRules`], under its keys.
@@ -241,15 +287,24 @@ impl RouteTable {
     /// preset's path rules. Patterns of different presets never share a key (checked at load),
     /// so at most one group matches.
     pub fn find<'t, 'p>(&'t self, path: &'p str) -> Option<Matched<'t, 'p>> {
-        self.groups.iter().find_map(|group| {
-            let key = group.rules.key(path);
-            let index = *group.router.at(&key).ok()?.value;
-            Some(Matched {
-                route: &self.routes[index as usize],
-                path,
-                key,
-                router: &group.router,
-            })
+        let listed = match self.dispatch.listed(path) {
+            Some(listed) if self.groups.len() > 1 => listed,
+            _ => return self.groups.iter().find_map(|g| self.in_group(g, path)),
+        };
+        listed
+            .iter()
+            .chain(&self.dispatch.always)
+            .find_map(|&g| self.in_group(&self.groups[usize::from(g)], path))
+    }
+
+    fn in_group<'t, 'p>(&'t self, group: &'t Group, path: &'p str) -> Option<Matched<'t, 'p>> {
+        let key = group.rules.key(path);
+        let index = *group.router.at(&key).ok()?.value;
+        Some(Matched {
+            route: &self.routes[index as usize],
+            path,
+            key,
+            router: &group.router,
         })
     }
 
