@@ -6,13 +6,8 @@ mod common;
 #[path = "hardening/headers.rs"]
 mod headers;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use common::{Harness, TEST_ROUTES};
+use common::{Harness, TEST_ROUTES, raw, status_of};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// A proxy on a plaintext listener (the same HTTP stack as TLS, easier to write bytes to),
 /// with `extra` merged into the serve config.
@@ -22,24 +17,6 @@ async fn plain(extra: &str) -> Harness {
         .toml(extra)
         .start()
         .await
-}
-
-/// What came back for `bytes`, and whether the proxy closed the connection afterwards.
-async fn raw(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out))
-        .await
-        .is_ok();
-    (String::from_utf8_lossy(&out).into_owned(), closed)
-}
-
-fn status_of(response: &str) -> u16 {
-    response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
 
 /// Each of these would reach the upstream if framing were read loosely: all are refused, the

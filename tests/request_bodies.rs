@@ -6,32 +6,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Harness, TEST_ROUTES};
+use common::{Harness, TEST_ROUTES, raw, status_of};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// What came back for `bytes`, and whether the proxy closed the connection afterwards.
-async fn raw(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out))
-        .await
-        .is_ok();
-    (String::from_utf8_lossy(&out).into_owned(), closed)
-}
-
-fn status_of(response: &str) -> u16 {
-    response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"))
-}
 
 /// GET and HEAD carry no body through scopegate: whatever the framing (a length, chunks that fit
 /// the read-ahead bound, chunks past it), a body is refused with 400 `body_on_get_or_head`, the

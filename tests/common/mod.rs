@@ -993,3 +993,24 @@ impl ServerCertVerifier for Pinned {
             .supported_schemes()
     }
 }
+
+/// What came back for `bytes` written on a raw socket, and whether the proxy closed the
+/// connection afterwards (within 3 s).
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+/// The status of a raw HTTP/1.1 response.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
