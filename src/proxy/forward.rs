@@ -54,29 +54,34 @@ impl Gateway {
         let identity = permit.identity.as_deref();
         // Should the client reset its stream while the body is read, hyper drops this future
         // (at the first await after the reset): recorded by the guard, never forwarded.
-        let mut preparing = Abandoned {
+        let reset = Ending::new(
+            STATUS_CLIENT_CLOSED,
+            decision::BAD_REQUEST,
+            reason::REQUEST_BODY_RESET,
+        );
+        let mut unfinished = Unfinished {
             gateway: self,
             cx,
             permit: &permit,
-            armed: true,
+            ending: Some(reset),
         };
         let prepared = self.prepare(cx, &permit, target, parts, body).await;
-        preparing.armed = false;
+        unfinished.ending = None;
         let request = match prepared {
             Ok(request) => request,
             Err(refusal) => return self.refuse(cx, Some(route), identity, refusal),
         };
         let forwarded = Instant::now();
         // Should the client go away while the upstream works, this future is dropped here: the
-        // upstream has the request, so the guard still records it.
-        let mut in_flight = InFlight {
-            gateway: self,
-            cx,
-            permit: &permit,
-            armed: true,
-        };
+        // upstream has the request, so the guard still records it, with its decision.
+        let closed = Ending::new(
+            STATUS_CLIENT_CLOSED,
+            permit.labels().0,
+            reason::CLIENT_CLOSED,
+        );
+        unfinished.ending = Some(closed);
         let result = permit.upstream.send(request).await;
-        in_flight.armed = false;
+        unfinished.ending = None;
         self.telemetry.metrics.observe_upstream(
             &route.template,
             &route.metrics,
@@ -224,49 +229,20 @@ fn judge_body(
     Ok(())
 }
 
-/// A request dropped while it was prepared: by hyper, when the client reset its HTTP/2 stream
-/// before its body was in (or the connection went). Never forwarded; recorded with status 499
-/// and reason `request_body_reset`.
-struct Abandoned<'a> {
+/// A prepared or forwarded request whose future is dropped before it ends: by hyper, when the
+/// client resets its HTTP/2 stream before its body is in (never forwarded: 499
+/// `request_body_reset`), or when the client goes away while the upstream works (the upstream
+/// has it: 499 `client_closed`, with the decision). Records `ending` when dropped with one.
+struct Unfinished<'a> {
     gateway: &'a Gateway,
     cx: &'a Ctx<'a>,
     permit: &'a Permit<'a>,
-    armed: bool,
+    ending: Option<Ending>,
 }
 
-impl Drop for Abandoned<'_> {
+impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            let ending = Ending {
-                status: STATUS_CLIENT_CLOSED,
-                decision: decision::BAD_REQUEST,
-                reason: reason::REQUEST_BODY_RESET,
-            };
-            self.gateway.record(
-                self.cx,
-                Some(self.permit.route),
-                self.permit.identity.as_deref(),
-                ending,
-                self.cx.decided,
-            );
-        }
-    }
-}
-
-/// A forwarded request still waiting for the upstream. Dropped armed (the client went away), it
-/// records the decision with status 499 and reason `client_closed`.
-struct InFlight<'a> {
-    gateway: &'a Gateway,
-    cx: &'a Ctx<'a>,
-    permit: &'a Permit<'a>,
-    armed: bool,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let decision = self.permit.labels().0;
-            let ending = Ending::new(STATUS_CLIENT_CLOSED, decision, reason::CLIENT_CLOSED);
+        if let Some(ending) = self.ending.take() {
             self.gateway.record(
                 self.cx,
                 Some(self.permit.route),
